@@ -1,0 +1,1 @@
+"""Sensors, schedules and automation conditions (retraining on new drops comes with a later issue)."""

@@ -1,0 +1,229 @@
+"""The demo task: natural-language questions over a small SQLite schema, paired with SQL.
+
+Everything here is deterministic (seeded), so the same call always writes the
+same drops and builds the same database; evaluation runs gold and predicted
+SQL against that database.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_ID = "company"
+
+SCHEMA_SQL = """
+CREATE TABLE departments (name TEXT PRIMARY KEY, floor INTEGER, budget INTEGER);
+CREATE TABLE employees (
+  id INTEGER PRIMARY KEY, name TEXT, department TEXT REFERENCES departments(name),
+  city TEXT, salary INTEGER, hire_year INTEGER
+);
+"""
+
+# The compact form the model sees in its system prompt.
+SCHEMA_SUMMARY = (
+    "SQLite tables: departments(name, floor, budget); "
+    "employees(id, name, department, city, salary, hire_year). "
+    "Answer with one SQL query."
+)
+
+CITIES = ["Paris", "Berlin", "Oslo", "Lima", "Tokyo", "Madrid", "Toronto", "Nairobi"]
+DEPARTMENTS = ["Sales", "Engineering", "Finance", "Marketing", "Legal", "Support"]
+FIRST = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lea"]
+LAST = ["Ito", "Khan", "Lopez", "Moreau", "Novak", "Okafor", "Park", "Quinn", "Rossi", "Silva"]
+
+
+@dataclass(frozen=True)
+class Template:
+    questions: tuple[str, ...]
+    sql: str
+
+
+TEMPLATES: tuple[Template, ...] = (
+    Template(
+        ("How many employees work in {city}?", "Count the employees based in {city}.",
+         "What is the number of staff located in {city}?"),
+        "SELECT COUNT(*) FROM employees WHERE city = '{city}';",
+    ),
+    Template(
+        ("List the names of employees in the {dept} department.", "Who works in {dept}?",
+         "Show me everyone in {dept}."),
+        "SELECT name FROM employees WHERE department = '{dept}';",
+    ),
+    Template(
+        ("What is the average salary in {dept}?", "Give the mean salary of the {dept} department."),
+        "SELECT AVG(salary) FROM employees WHERE department = '{dept}';",
+    ),
+    Template(
+        ("Which employees were hired after {year}?", "List staff who joined after {year}.",
+         "Name the employees with a hire year later than {year}."),
+        "SELECT name FROM employees WHERE hire_year > {year};",
+    ),
+    Template(
+        ("Show employees earning more than {amount}.", "Which employees have a salary above {amount}?"),
+        "SELECT name FROM employees WHERE salary > {amount};",
+    ),
+    Template(
+        ("Who are the {n} highest paid employees?", "List the top {n} earners."),
+        "SELECT name FROM employees ORDER BY salary DESC LIMIT {n};",
+    ),
+    Template(
+        ("What is the highest salary in {city}?", "Find the maximum salary paid in {city}."),
+        "SELECT MAX(salary) FROM employees WHERE city = '{city}';",
+    ),
+    Template(
+        ("How many employees does each department have in {city}?",
+         "Count employees per department in {city}."),
+        "SELECT department, COUNT(*) FROM employees WHERE city = '{city}' GROUP BY department;",
+    ),
+    Template(
+        ("What is the budget of the {dept} department?", "How big is the {dept} budget?"),
+        "SELECT budget FROM departments WHERE name = '{dept}';",
+    ),
+    Template(
+        ("List employees who work on floor {floor}.", "Who sits on floor {floor}?"),
+        "SELECT e.name FROM employees e JOIN departments d ON e.department = d.name "
+        "WHERE d.floor = {floor};",
+    ),
+    Template(
+        ("How many {dept} employees are in {city}?", "Count the {dept} staff in {city}.",
+         "What is the headcount of {dept} in {city}?"),
+        "SELECT COUNT(*) FROM employees WHERE department = '{dept}' AND city = '{city}';",
+    ),
+    Template(
+        ("What is the total payroll of {dept}?", "Sum the salaries in the {dept} department."),
+        "SELECT SUM(salary) FROM employees WHERE department = '{dept}';",
+    ),
+    Template(
+        ("List {dept} employees hired after {year}.", "Who in {dept} joined after {year}?"),
+        "SELECT name FROM employees WHERE department = '{dept}' AND hire_year > {year};",
+    ),
+    Template(
+        ("Which employees in {city} earn more than {amount}?",
+         "Show staff in {city} with a salary above {amount}."),
+        "SELECT name FROM employees WHERE city = '{city}' AND salary > {amount};",
+    ),
+)
+
+SLOT_VALUES: dict[str, list] = {
+    "city": CITIES,
+    "dept": DEPARTMENTS,
+    "year": list(range(2012, 2024)),
+    "amount": [40000, 50000, 60000, 70000, 80000, 90000],
+    "n": [3, 5, 10],
+    "floor": [1, 2, 3, 4],
+}
+
+
+def build_database(path: Path | str, seed: int = 7) -> Path:
+    """Create the demo SQLite database at ``path`` (overwrites) and return it."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    rng = random.Random(seed)
+    con = sqlite3.connect(path)
+    con.executescript(SCHEMA_SQL)
+    for i, dept in enumerate(DEPARTMENTS):
+        con.execute("INSERT INTO departments VALUES (?, ?, ?)", (dept, i % 4 + 1, 100_000 * (i + 2)))
+    for emp_id in range(1, 81):
+        con.execute(
+            "INSERT INTO employees VALUES (?, ?, ?, ?, ?, ?)",
+            (emp_id, f"{rng.choice(FIRST)} {rng.choice(LAST)}", rng.choice(DEPARTMENTS),
+             rng.choice(CITIES), rng.randrange(35_000, 120_000, 500), rng.randint(2010, 2024)),
+        )
+    con.commit()
+    con.close()
+    return path
+
+
+def _pairs_per_template() -> list[list[tuple[str, str]]]:
+    """Every (question, sql) each template can produce, in a fixed order."""
+    per_template = []
+    for template in TEMPLATES:
+        slots = sorted(name for name in SLOT_VALUES if any("{" + name + "}" in q for q in template.questions))
+        combos: list[dict] = [{}]
+        for name in slots:
+            combos = [{**c, name: v} for c in combos for v in SLOT_VALUES[name]]
+        per_template.append(
+            [(q.format(**combo), template.sql.format(**combo)) for combo in combos for q in template.questions]
+        )
+    return per_template
+
+
+def generate_clean_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` distinct (question, sql) pairs, balanced across templates."""
+    rng = random.Random(seed)
+    pools = _pairs_per_template()
+    for pool in pools:
+        rng.shuffle(pool)
+    out: list[tuple[str, str]] = []
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(pool.pop())
+    rng.shuffle(out)
+    return out
+
+
+# --- noise, as real drops have it -------------------------------------------------
+
+_EMAILS = ["jane.doe@example.com", "ops-team@corp.example.org", "m.rossi@mail.example.net"]
+_PHONES = ["+1 415-555-0132", "(212) 555-0199", "+44 20 7946 0958"]
+
+
+def _noisy(question: str, rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.08:
+        return f"<p>{question.replace(' ', ' <b>', 1)}</b></p>"
+    if roll < 0.12:
+        return f"{question}<br/>Thanks &amp; regards"
+    if roll < 0.16:
+        return f"{question} Reply to {rng.choice(_EMAILS)}"
+    if roll < 0.19:
+        return f"{question} Call me at {rng.choice(_PHONES)}."
+    return question
+
+
+def _near_duplicate(question: str, rng: random.Random) -> str:
+    variants = [question.upper(), "  " + question.replace(" ", "  "), question.rstrip("?.") + " ?"]
+    return rng.choice(variants)
+
+
+def write_demo_drops(out_dir: Path | str, n_records: int = 500, n_drops: int = 3, seed: int = 0) -> list[Path]:
+    """Write ``n_drops`` JSONL drops holding about ``n_records`` rows plus realistic noise.
+
+    Noise: exact and near duplicates, HTML fragments, e-mail addresses and phone
+    numbers, empty and overlong fields, malformed JSON lines.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    lines: list[str] = []
+    for question, sql in generate_clean_pairs(n_records, seed=seed):
+        record = {"question": _noisy(question, rng), "sql": sql, "db": DB_ID}
+        lines.append(json.dumps(record))
+        roll = rng.random()
+        if roll < 0.05:
+            lines.append(json.dumps(record))  # exact duplicate
+        elif roll < 0.09:
+            lines.append(json.dumps({**record, "question": _near_duplicate(question, rng)}))
+        elif roll < 0.11:
+            lines.append(json.dumps({**record, "sql": ""}))  # empty field
+        elif roll < 0.12:
+            lines.append(json.dumps({**record, "question": "   "}))
+        elif roll < 0.13:
+            lines.append(json.dumps({**record, "question": question + " " + "really " * 800}))  # overlong
+        elif roll < 0.15:
+            lines.append(json.dumps(record)[: rng.randint(5, 40)])  # truncated: malformed JSON
+        elif roll < 0.16:
+            lines.append("{'question': " + repr(question) + "}")  # python repr, not JSON
+    paths = []
+    per_drop = -(-len(lines) // n_drops)
+    for i in range(n_drops):
+        path = out_dir / f"drop-{i + 1:04d}.jsonl"
+        chunk = lines[i * per_drop : (i + 1) * per_drop]
+        path.write_text("\n".join(chunk) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths

@@ -1,0 +1,33 @@
+"""The table of contents: every asset, check, job and resource of ftops."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from data_checks.checks import adapter_beats_base, clean_records_gate, sft_dataset_gate
+from ft_assets.data.assets import clean_records, deduped_records, raw_records, sft_dataset
+from ft_assets.evaluation.assets import eval_report
+from ft_assets.models.assets import base_model, merged_model, quantized_model
+from ft_assets.training.assets import sft_adapter
+from resources import ArtifactIOManager, ArtifactStore, GreatExpectationsResource, RawDrops, TrainingCompute
+from resources.paths import default_artifact_root, default_drops_dir
+
+data_assets = [raw_records, clean_records, deduped_records, sft_dataset]
+model_assets = [base_model, sft_adapter, merged_model, quantized_model]
+evaluation_assets = [eval_report]
+
+# Raw data to evaluated model in one run: the job `make demo` runs.
+end_to_end = define_asset_job("end_to_end", selection=AssetSelection.all(), description="raw drops to eval report")
+
+defs = Definitions(
+    assets=[*data_assets, *model_assets, *evaluation_assets],
+    asset_checks=[clean_records_gate, sft_dataset_gate, adapter_beats_base],
+    jobs=[end_to_end],
+    resources={
+        "io_manager": ArtifactIOManager(),
+        "artifact_store": ArtifactStore(root=default_artifact_root()),
+        "raw_drops": RawDrops(path=default_drops_dir()),
+        "training_compute": TrainingCompute(),
+        "gx": GreatExpectationsResource(),
+    },
+)

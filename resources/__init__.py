@@ -1,0 +1,10 @@
+"""ConfigurableResources: where artifacts live, where drops land, where training runs, how data is validated."""
+
+from resources.artifact_store import ArtifactIOManager, ArtifactStore
+from resources.compute import TrainingCompute
+from resources.drops import RawDrops
+from resources.paths import ftops_home
+from resources.validation import GreatExpectationsResource
+
+__all__ = ["ArtifactIOManager", "ArtifactStore", "GreatExpectationsResource", "RawDrops", "TrainingCompute",
+           "ftops_home"]

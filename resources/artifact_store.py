@@ -1,0 +1,54 @@
+"""The artifact store: the one place that writes, versions and reads artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
+
+from ft_assets.lineage.artifacts import Artifact, latest, publish, staged_artifact
+
+
+class ArtifactStore(ConfigurableResource):
+    """Immutable artifact directories under ``root`` (a local path in the embedded default)."""
+
+    root: str
+
+    @contextmanager
+    def stage(self, asset_name: str) -> Iterator[Path]:
+        with staged_artifact(Path(self.root), asset_name) as staging:
+            yield staging
+
+    def publish(self, staging: Path, card: dict) -> Artifact:
+        return publish(staging, card)
+
+    def latest(self, asset_name: str) -> Artifact | None:
+        return latest(Path(self.root), asset_name)
+
+
+class ArtifactIOManager(ConfigurableIOManager):
+    """Passes ``Artifact`` handles between assets through Dagster's own records.
+
+    Assets publish their directories themselves (through ``ArtifactStore``);
+    this manager stores nothing. A downstream step loads the upstream version
+    recorded in the upstream's latest materialization event, never whatever
+    happens to be newest on disk.
+    """
+
+    def handle_output(self, context: OutputContext, obj: Artifact) -> None:
+        if not isinstance(obj, Artifact):
+            raise TypeError(f"{context.asset_key.to_user_string()} must return an Artifact, got {type(obj).__name__}")
+
+    def load_input(self, context: InputContext) -> Artifact:
+        key = context.asset_key
+        event = context.instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization is None:
+            raise FileNotFoundError(f"{key.to_user_string()} has never been materialized: materialize it first")
+        metadata = event.asset_materialization.metadata
+        artifact = Artifact(Path(metadata["path"].value), str(metadata["version"].value))
+        if not artifact.path.is_dir():
+            raise FileNotFoundError(f"{key.to_user_string()} version {artifact.version} is recorded at "
+                                    f"{artifact.path}, which no longer exists")
+        return artifact

@@ -1,0 +1,22 @@
+"""Where the embedded default keeps its state: ``$FTOPS_HOME`` or ``./.ftops``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ftops_home() -> Path:
+    return Path(os.environ.get("FTOPS_HOME", Path.cwd() / ".ftops")).resolve()
+
+
+def default_artifact_root() -> str:
+    return os.environ.get("FTOPS_ARTIFACT_ROOT", str(ftops_home() / "artifacts"))
+
+
+def default_drops_dir() -> str:
+    return os.environ.get("FTOPS_DROPS_DIR", str(ftops_home() / "drops"))
+
+
+def default_gguf_path() -> str:
+    return os.environ.get("FTOPS_BASE_GGUF", str(ftops_home() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))

@@ -1,0 +1,17 @@
+"""Great Expectations 1.x, as an ephemeral context wrapped in a resource."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import ConfigurableResource
+
+from data_checks.gx_suites import SuiteResult, validate_frame
+
+
+class GreatExpectationsResource(ConfigurableResource):
+    """Validates DataFrames against the suites in ``data_checks.gx_suites``."""
+
+    result_format: str = "COMPLETE"
+
+    def validate(self, frame: pd.DataFrame, suite_name: str, expectations: list) -> SuiteResult:
+        return validate_frame(frame, suite_name, expectations, result_format=self.result_format)
