@@ -35,7 +35,8 @@ def _result(suite: SuiteResult, **metadata) -> AssetCheckResult:
     )
 
 
-@asset_check(asset="clean_records", blocking=True, description="GX suite: non-null, unique ids, lengths, no e-mails left, enough rows")
+@asset_check(asset="clean_records", blocking=True,
+             description="GX suite: non-null, unique ids, lengths, no e-mails left, enough rows")
 def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource) -> AssetCheckResult:
     frame = pd.read_parquet(clean_records.path / "records.parquet")
     suite = gx.validate(frame, "clean_records", clean_records_suite(min_rows=MIN_CLEAN_ROWS))
@@ -48,14 +49,15 @@ def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
              "assistant": r["completion"][0]["content"]}
             for split, part in (("train", train), ("eval", evaluation)) for r in part]
     frame = pd.DataFrame(rows, columns=["record_id", "split", "user", "assistant"])
-    keys = [dedup_key(u, a) for u, a in zip(frame["user"], frame["assistant"])]
+    keys = [dedup_key(u, a) for u, a in zip(frame["user"], frame["assistant"], strict=False)]
     frame["key"] = keys
     both = set(frame.loc[frame["split"] == "train", "key"]) & set(frame.loc[frame["split"] == "eval", "key"])
     frame["in_both_splits"] = frame["key"].isin(both)
     return frame
 
 
-@asset_check(asset="sft_dataset", blocking=True, description="GX suite: both splits present and large enough, no empty turns, no train/eval overlap")
+@asset_check(asset="sft_dataset", blocking=True,
+             description="GX suite: both splits present and large enough, no empty turns, no train/eval overlap")
 def sft_dataset_gate(sft_dataset: Artifact, gx: GreatExpectationsResource) -> AssetCheckResult:
     import great_expectations.expectations as gxe
 

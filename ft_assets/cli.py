@@ -69,6 +69,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_base_model(args: argparse.Namespace) -> int:
+    from ft_assets.models.smollm2 import fetch_gguf
+    from resources.paths import default_gguf_path
+
+    print(fetch_gguf(Path(args.out or default_gguf_path())))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    print(ensure_dagster_home())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--drops", type=int, default=3)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=cmd_generate)
+    fetch = sub.add_parser("fetch-base-model", help="download the demo's SmolLM2-135M-Instruct GGUF (install step)")
+    fetch.add_argument("--out", help="where to write the .gguf file (default: $FTOPS_BASE_GGUF)")
+    fetch.set_defaults(func=cmd_fetch_base_model)
+    init = sub.add_parser("init", help="create the embedded Dagster instance folder; prints $DAGSTER_HOME")
+    init.set_defaults(func=cmd_init)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -15,13 +15,15 @@ from resources.paths import default_artifact_root, default_drops_dir
 data_assets = [raw_records, clean_records, deduped_records, sft_dataset]
 model_assets = [base_model, sft_adapter, merged_model, quantized_model]
 evaluation_assets = [eval_report]
+all_assets = [*data_assets, *model_assets, *evaluation_assets]
+gates = [clean_records_gate, sft_dataset_gate, adapter_beats_base]
 
 # Raw data to evaluated model in one run: the job `make demo` runs.
 end_to_end = define_asset_job("end_to_end", selection=AssetSelection.all(), description="raw drops to eval report")
 
 defs = Definitions(
-    assets=[*data_assets, *model_assets, *evaluation_assets],
-    asset_checks=[clean_records_gate, sft_dataset_gate, adapter_beats_base],
+    assets=all_assets,
+    asset_checks=gates,
     jobs=[end_to_end],
     resources={
         "io_manager": ArtifactIOManager(),

@@ -7,7 +7,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
 from ft_assets.artifact_output import artifact_output, card
-from ft_assets.data.clean import CleanConfig, clean_records as clean_logic
+from ft_assets.data.clean import CleanConfig
+from ft_assets.data.clean import clean_records as clean_logic
 from ft_assets.data.dedup import exact_dedup
 from ft_assets.data.ingest import ingest_drops
 from ft_assets.data.records import reason_counts

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 from collections import Counter
@@ -60,7 +59,8 @@ def strip_html(text: str) -> str:
     parser = _TextExtractor()
     parser.feed(text)
     parser.close()
-    return html.unescape("".join(parser.parts))
+    # convert_charrefs already decoded entities; unescaping again would turn "&amp;lt;" into "<".
+    return "".join(parser.parts)
 
 
 def normalize_text(text: str) -> str:
@@ -92,7 +92,8 @@ def clean_records(records: pd.DataFrame, config: CleanConfig | None = None) -> C
         completion = redact_pii(normalize_text(row["completion"]), pii)
         reason = _length_reason(prompt, completion, config)
         if reason:
-            raw = f"prompt={row['prompt']!r} completion={row['completion']!r}"
+            # The preview is redacted too: quarantine must not become the place PII survives.
+            raw = redact_pii(f"prompt={row['prompt']!r} completion={row['completion']!r}", Counter())
             rejected.append({k: row[k] for k in ("drop_id", "source_file", "line_no")}
                             | {"stage": "clean", "reason": reason, "raw": raw[:RAW_PREVIEW_CHARS]})
             continue

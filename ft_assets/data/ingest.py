@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ft_assets.data.clean import redact_pii
 from ft_assets.data.records import RAW_PREVIEW_CHARS, quarantine_frame, records_frame
 
 # Field names seen in the wild for the two sides of an example, in order of preference.
@@ -64,17 +67,25 @@ def ingest_drops(paths: list[Path]) -> IngestResult:
     lines_read = blank = 0
     for path in paths:
         drop_id = path.stem
-        with path.open("r", encoding="utf-8", errors="replace") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
+        with path.open("rb") as handle:
+            for line_no, raw_line in enumerate(handle, start=1):
+                where = {"drop_id": drop_id, "source_file": str(path), "line_no": line_no}
+                if line_no == 1 and raw_line.startswith(codecs.BOM_UTF8):
+                    raw_line = raw_line[len(codecs.BOM_UTF8):]  # editors on Windows write one
+                if not raw_line.strip():
                     blank += 1
                     continue
                 lines_read += 1
-                fields, reason = parse_line(line)
-                where = {"drop_id": drop_id, "source_file": str(path), "line_no": line_no}
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    fields, reason = None, f"invalid UTF-8: byte 0x{raw_line[exc.start]:02x} at offset {exc.start}"
+                    line = raw_line.decode("utf-8", errors="replace")
+                else:
+                    fields, reason = parse_line(line)
                 if reason is not None:
-                    rejected.append({**where, "stage": "ingest", "reason": reason,
-                                     "raw": line.rstrip("\n")[:RAW_PREVIEW_CHARS]})
+                    preview = redact_pii(line.rstrip("\r\n")[:RAW_PREVIEW_CHARS], Counter())
+                    rejected.append({**where, "stage": "ingest", "reason": reason, "raw": preview})
                     continue
                 rows.append({"record_id": f"{drop_id}:{line_no}", **where, **fields})
     return IngestResult(records_frame(rows), quarantine_frame(rejected), lines_read, blank,

@@ -27,7 +27,8 @@ def load_variant(kind: str, model_dir: Path, base_dir: Path | None = None):
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, model_dir)
     elif kind == "quantized":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, device_map="auto" if torch.cuda.is_available() else "cpu")
+        device_map = "auto" if torch.cuda.is_available() else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, device_map=device_map)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
@@ -92,7 +93,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], db_path: Path, settings: 
     generations = generate(model, tokenizer, rows, settings)
     gen_seconds = time.perf_counter() - started
     examples, em, ex = [], 0, 0
-    for row, generated in zip(rows, generations):
+    for row, generated in zip(rows, generations, strict=False):
         gold = row["completion"][0]["content"]
         predicted = extract_sql(generated)
         is_em, is_ex = exact_match(predicted, gold), execution_match(db_path, predicted, gold)

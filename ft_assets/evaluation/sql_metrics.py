@@ -17,7 +17,8 @@ def extract_sql(generated: str) -> str:
     """The first SQL statement in a generation (code fences and chatter removed)."""
     fenced = _FENCE.search(generated)
     text = fenced.group(1) if fenced else generated
-    match = re.search(r"\b(SELECT|WITH)\b", text, re.I)
+    # Prefer an upper-case keyword, so prose like "With pleasure!" or "to select" is not taken for SQL.
+    match = re.search(r"\b(SELECT|WITH)\b", text) or re.search(r"\b(SELECT|WITH)\b", text, re.I)
     if match:
         text = text[match.start():]
     return text.split(";")[0].strip() + ";" if text.strip() else ""

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 CARD_NAME = "card.json"
@@ -76,7 +76,7 @@ def publish(staging: Path, card: dict) -> Artifact:
     """Hash the staged content, write its card and rename it into place."""
     version = content_hash(staging)[:VERSION_CHARS]
     final = staging.parent / version
-    card = {**card, "version": version, "published_at": datetime.now(timezone.utc).isoformat()}
+    card = {**card, "version": version, "published_at": datetime.now(UTC).isoformat()}
     (staging / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
     try:
         os.rename(staging, final)

@@ -1,0 +1,66 @@
+"""Base model resolution, merge and quantization on a tiny scratch model."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ft_assets.models.merge import merge_adapter
+from ft_assets.models.quantize import dir_size_bytes, quantize_bnb_nf4
+
+
+def _probe_ids(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "How many employees work in Oslo?"}], add_generation_prompt=True, tokenize=False
+    )
+    return tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+
+def _random_adapter(base_dir, out_dir):
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(0)
+    # init_lora_weights=False gives a non-zero delta, so merging has something to prove.
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    peft_model.save_pretrained(out_dir)
+    return peft_model
+
+
+def test_scratch_model_reloads_with_chat_template(scratch_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(scratch_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    assert tokenizer.eos_token == "<|im_end|>"
+    ids = _probe_ids(scratch_model_dir)
+    assert model(ids).logits.shape[-1] == len(tokenizer)
+
+
+def test_merged_logits_match_base_plus_adapter(scratch_model_dir, tmp_path):
+    peft_model = _random_adapter(scratch_model_dir, tmp_path / "adapter")
+    merge_adapter(scratch_model_dir, tmp_path / "adapter", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    ids = _probe_ids(scratch_model_dir)
+    with torch.no_grad():
+        expected, got, before = peft_model(ids).logits, merged(ids).logits, base(ids).logits
+    assert torch.allclose(expected, got, atol=1e-4)
+    assert not torch.allclose(before, got, atol=1e-3), "the adapter changed nothing: the test proves nothing"
+    assert (tmp_path / "merged" / "model.safetensors").exists()
+    assert (tmp_path / "merged" / "tokenizer_config.json").exists()
+
+
+def test_nf4_quantized_model_reloads_4bit_and_stays_close(scratch_model_dir, tmp_path):
+    info = quantize_bnb_nf4(scratch_model_dir, tmp_path / "nf4")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "nf4", device_map="cpu")
+    import bitsandbytes as bnb
+
+    linear_4bit = [m for m in reloaded.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert linear_4bit, "no 4-bit layers after reload"
+    assert info["method"] == "bnb-nf4"
+    full = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    ids = _probe_ids(scratch_model_dir)
+    with torch.no_grad():
+        a, b = full(ids).logits.flatten(), reloaded(ids).logits.flatten().float()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9
+    assert dir_size_bytes(tmp_path / "nf4") > 0
