@@ -31,7 +31,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
     if config.max_examples:
         rows = rows[: config.max_examples]
     if not rows:
-        raise ValueError("the eval split is empty: lower nothing, add data")
+        raise ValueError("the eval split is empty: add data or raise sft_dataset's eval_fraction")
     settings = GenerationSettings(config.max_new_tokens, config.batch_size)
     variants = {"base": ("base", base_model.path), "adapter": ("adapter", sft_adapter.path),
                 "merged": ("merged", merged_model.path), "quantized": ("quantized", quantized_model.path)}

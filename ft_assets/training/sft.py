@@ -7,6 +7,7 @@ logging step's metrics so the caller can stream them wherever it likes.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -102,8 +103,6 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
     out = Path(params.output_dir)
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    import shutil
-
     shutil.rmtree(out / "trainer", ignore_errors=True)
     elapsed = time.perf_counter() - started
     tokens = history[-1]["num_tokens"] if history else 0
