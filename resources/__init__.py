@@ -3,8 +3,9 @@
 from resources.artifact_store import ArtifactIOManager, ArtifactStore
 from resources.compute import TrainingCompute
 from resources.drops import RawDrops
+from resources.gates import ModelGates
 from resources.paths import ftops_home
 from resources.validation import GreatExpectationsResource
 
-__all__ = ["ArtifactIOManager", "ArtifactStore", "GreatExpectationsResource", "RawDrops", "TrainingCompute",
-           "ftops_home"]
+__all__ = ["ArtifactIOManager", "ArtifactStore", "GreatExpectationsResource", "ModelGates", "RawDrops",
+           "TrainingCompute", "ftops_home"]

@@ -64,3 +64,46 @@ def test_nf4_quantized_model_reloads_4bit_and_stays_close(scratch_model_dir, tmp
         a, b = full(ids).logits.flatten(), reloaded(ids).logits.flatten().float()
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9
     assert dir_size_bytes(tmp_path / "nf4") > 0
+
+
+def test_logit_agreement_separates_a_good_merge_from_a_missing_adapter(scratch_model_dir, tmp_path):
+    from ft_assets.models.consistency import logit_agreement
+
+    peft_model = _random_adapter(scratch_model_dir, tmp_path / "adapter")
+    merge_adapter(scratch_model_dir, tmp_path / "adapter", tmp_path / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(scratch_model_dir)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    good = logit_agreement(peft_model, merged, tokenizer)
+    bad = logit_agreement(peft_model, base, tokenizer)
+    assert good["max_abs_logit_diff"] < 1e-3 and good["top1_agreement"] == 1.0
+    assert bad["max_abs_logit_diff"] > 0.01
+    assert good["probe_tokens"] == bad["probe_tokens"] > 50
+
+
+def test_serving_check_reports_runaways_and_template_mismatch(scratch_model_dir):
+    from ft_assets.models.consistency import serving_check
+
+    tokenizer = AutoTokenizer.from_pretrained(scratch_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    same = serving_check(model, tokenizer, tokenizer.chat_template, max_new_tokens=8)
+    assert same["chat_template_matches_training"] is True
+    assert same["probes"] == 7 and 0.0 <= same["runaway_rate"] <= 1.0
+    assert same["stopped_on_eos"] + round(same["runaway_rate"] * same["probes"]) == same["probes"]
+    other = serving_check(model, tokenizer, "{{ messages }}", max_new_tokens=8)
+    assert other["chat_template_matches_training"] is False
+
+
+def test_serving_check_sees_eos_when_the_model_emits_it(scratch_model_dir):
+    from ft_assets.models.consistency import serving_check
+
+    tokenizer = AutoTokenizer.from_pretrained(scratch_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    def force_eos(module, inputs, logits):  # make EOS the only token the model will ever pick
+        forced = torch.full_like(logits, -1e4)
+        forced[..., tokenizer.eos_token_id] = 0.0
+        return forced
+
+    model.lm_head.register_forward_hook(force_eos)
+    check = serving_check(model, tokenizer, tokenizer.chat_template, max_new_tokens=4)
+    assert check["runaway_rate"] == 0.0 and check["stopped_on_eos"] == check["probes"]

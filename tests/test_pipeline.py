@@ -11,7 +11,17 @@ from dagster import AssetKey, DagsterInstance, Definitions
 
 from ft_assets.data.text_to_sql import write_demo_drops
 from ft_assets.definitions import all_assets, end_to_end, gates
-from resources import ArtifactIOManager, ArtifactStore, GreatExpectationsResource, RawDrops, TrainingCompute
+from resources import (
+    ArtifactIOManager,
+    ArtifactStore,
+    GreatExpectationsResource,
+    ModelGates,
+    RawDrops,
+    TrainingCompute,
+)
+
+# A tiny random model writes no SQL and rarely stops on EOS: these gates must not block its plumbing run.
+LENIENT_GATES = ModelGates(min_exact_match_gain=0.0, max_runaway_rate=1.0, quantized_exact_match_tolerance=1.0)
 
 SCRATCH_CONFIG = {
     "ops": {
@@ -23,7 +33,8 @@ SCRATCH_CONFIG = {
 }
 
 
-def run_graph(tmp_path: Path, run_config: dict, n_records: int = 300, instance: DagsterInstance | None = None):
+def run_graph(tmp_path: Path, run_config: dict, n_records: int = 300, instance: DagsterInstance | None = None,
+              model_gates: ModelGates = LENIENT_GATES, asset_selection: list[AssetKey] | None = None):
     drops = tmp_path / "drops"
     if not drops.exists():
         write_demo_drops(drops, n_records=n_records)
@@ -31,11 +42,14 @@ def run_graph(tmp_path: Path, run_config: dict, n_records: int = 300, instance: 
         assets=all_assets, asset_checks=gates, jobs=[end_to_end],
         resources={"io_manager": ArtifactIOManager(), "artifact_store": ArtifactStore(root=str(tmp_path / "artifacts")),
                    "raw_drops": RawDrops(path=str(drops), demo_if_empty=False), "training_compute": TrainingCompute(),
-                   "gx": GreatExpectationsResource()},
+                   "gx": GreatExpectationsResource(), "model_gates": model_gates},
     )
     instance = instance or DagsterInstance.ephemeral()
+    if asset_selection:
+        run_config = {"ops": {k: v for k, v in run_config.get("ops", {}).items()
+                              if AssetKey(k) in asset_selection}}
     result = defs.resolve_job_def("end_to_end").execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False)
+        instance=instance, run_config=run_config, raise_on_error=False, asset_selection=asset_selection)
     return result, instance
 
 
@@ -59,7 +73,7 @@ def test_every_asset_materializes_with_versioned_artifacts(scratch_run):
     result, instance, tmp_path = scratch_run
     assert result.success
     names = ["raw_records", "clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter",
-             "merged_model", "quantized_model", "eval_report"]
+             "merged_model", "quantized_model", "eval_report", "model_cards"]
     for name in names:
         mat = materialization(instance, name)
         assert mat is not None, f"{name} was not materialized"
@@ -104,26 +118,72 @@ def test_every_model_artifact_reloads(scratch_run):
 
     _, instance, _ = scratch_run
     base_dir = path_of(instance, "base_model")
-    for name in ("base_model", "merged_model", "quantized_model"):
-        assert AutoTokenizer.from_pretrained(path_of(instance, name)).chat_template
+    nf4_dir = path_of(instance, "quantized_model") / "bnb-nf4"
+    for model_dir in (base_dir, path_of(instance, "merged_model"), nf4_dir):
+        assert AutoTokenizer.from_pretrained(model_dir).chat_template
     AutoModelForCausalLM.from_pretrained(path_of(instance, "merged_model"))
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), path_of(instance, "sft_adapter"))
-    quantized = AutoModelForCausalLM.from_pretrained(path_of(instance, "quantized_model"), device_map="cpu")
+    quantized = AutoModelForCausalLM.from_pretrained(nf4_dir, device_map="cpu")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in quantized.modules())
+    int8 = AutoModelForCausalLM.from_pretrained(path_of(instance, "quantized_model") / "bnb-int8", device_map="cpu")
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in int8.modules())
 
 
 def test_eval_report_compares_four_variants_and_adapter_beats_base(scratch_run):
     _, instance, _ = scratch_run
     report = json.loads((path_of(instance, "eval_report") / "report.json").read_text())
-    assert set(report["models"]) == {"base", "adapter", "merged", "quantized"}
+    assert set(report["models"]) == {"base", "adapter", "merged", "quantized", "quantized_int8"}
     for metrics in report["models"].values():
-        assert {"exact_match", "execution_accuracy", "perplexity"} <= set(metrics)
+        assert {"exact_match", "execution_accuracy", "perplexity", "rouge_l"} <= set(metrics)
     base, adapter, merged = (report["models"][k] for k in ("base", "adapter", "merged"))
     # A tiny random model cannot write SQL, but training must cut its perplexity on held-out SQL.
     assert adapter["perplexity"] < 0.5 * base["perplexity"]
     assert adapter["execution_accuracy"] >= base["execution_accuracy"]
     assert merged["perplexity"] == pytest.approx(adapter["perplexity"], rel=1e-3)
     assert "| adapter |" in materialization(instance, "eval_report").metadata["eval_table"].value
+
+
+def test_merge_gate_measured_and_reported(scratch_run):
+    result, instance, _ = scratch_run
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["merged_matches_adapter"] and evaluations["adapter_beats_base"]
+    merge_check = json.loads((path_of(instance, "merged_model") / "merge_check.json").read_text())
+    assert merge_check["max_abs_logit_diff"] < 1e-3 and merge_check["top1_agreement"] == 1.0
+    report = json.loads((path_of(instance, "eval_report") / "report.json").read_text())
+    names = [g["name"] for g in report["gates"]]
+    assert {"adapter_beats_base", "merged_matches_adapter", "merged_serving_consistent",
+            "quantized_within_tolerance", "quantized_int8_within_tolerance"} <= set(names)
+    html = (path_of(instance, "eval_report") / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+
+
+def test_model_cards_carry_provenance_metrics_and_gates(scratch_run):
+    _, instance, _ = scratch_run
+    cards = path_of(instance, "model_cards")
+    merged = json.loads((cards / "merged" / "model_card.json").read_text())
+    assert merged["base_model"]["source"] == "scratch"
+    assert merged["data_versions"]["sft_dataset"] == path_of(instance, "sft_dataset").name
+    assert merged["training"]["method"] == "lora" and merged["training"]["max_steps"] == 60
+    assert set(merged["metrics"]) >= {"exact_match", "execution_accuracy", "perplexity", "rouge_l"}
+    assert merged["gates_passed"] is True
+    for variant in ("quantized", "quantized_int8"):
+        assert (cards / variant / "MODEL_CARD.md").read_text().startswith("# quantized_model")
+    # The provisional card written beside the merged weights says where it came from.
+    assert (path_of(instance, "merged_model") / "MODEL_CARD.md").exists()
+
+
+def test_a_failing_model_gate_blocks_the_model_cards(scratch_run):
+    """Re-evaluate the recorded models with a margin the scratch model cannot meet: no cards follow."""
+    _, instance, tmp_path = scratch_run
+    cards_before = materialization(instance, "model_cards")
+    strict = ModelGates(min_exact_match_gain=0.5, max_runaway_rate=1.0, quantized_exact_match_tolerance=1.0)
+    result, _ = run_graph(tmp_path, SCRATCH_CONFIG, instance=instance, model_gates=strict,
+                          asset_selection=[AssetKey("eval_report"), AssetKey("model_cards")])
+    assert not result.success
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["adapter_beats_base"] is False
+    # eval_report read the upstream versions recorded by the first run, and the cards did not move.
+    assert materialization(instance, "model_cards").metadata["version"] == cards_before.metadata["version"]
 
 
 def test_a_failing_gate_stops_the_run_before_training(tmp_path):

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ft_assets.evaluation.report import rouge_l
 from ft_assets.evaluation.sql_metrics import exact_match, execution_match, extract_sql
 
 
@@ -92,25 +93,26 @@ def evaluate_model(model, tokenizer, rows: list[dict], db_path: Path, settings: 
     started = time.perf_counter()
     generations = generate(model, tokenizer, rows, settings)
     gen_seconds = time.perf_counter() - started
-    examples, em, ex = [], 0, 0
-    for row, generated in zip(rows, generations, strict=False):
+    examples, em, ex, rouge = [], 0, 0, 0.0
+    for row, generated in zip(rows, generations, strict=True):
         gold = row["completion"][0]["content"]
         predicted = extract_sql(generated)
         is_em, is_ex = exact_match(predicted, gold), execution_match(db_path, predicted, gold)
-        em, ex = em + is_em, ex + is_ex
+        score = rouge_l(predicted, gold)
+        em, ex, rouge = em + is_em, ex + is_ex, rouge + score
         examples.append({"record_id": row["record_id"], "question": row["prompt"][-1]["content"],
                          "gold": gold, "generated": generated, "predicted": predicted,
-                         "exact_match": is_em, "execution_match": is_ex})
+                         "exact_match": is_em, "execution_match": is_ex, "rouge_l": round(score, 4)})
     n = max(len(rows), 1)
-    metrics = {"exact_match": em / n, "execution_accuracy": ex / n,
+    metrics = {"exact_match": em / n, "execution_accuracy": ex / n, "rouge_l": rouge / n,
                "perplexity": completion_perplexity(model, tokenizer, rows),
                "n": len(rows), "generation_seconds": round(gen_seconds, 1)}
     return {"metrics": metrics, "examples": examples}
 
 
 def markdown_table(models: dict[str, dict]) -> str:
-    lines = ["| model | exact match | execution accuracy | perplexity | n |", "|---|---|---|---|---|"]
+    lines = ["| model | exact match | execution accuracy | ROUGE-L | perplexity | n |", "|---|---|---|---|---|---|"]
     for name, m in models.items():
         lines.append(f"| {name} | {m['exact_match']:.3f} | {m['execution_accuracy']:.3f} | "
-                     f"{m['perplexity']:.3f} | {m['n']} |")
+                     f"{m.get('rouge_l', float('nan')):.3f} | {m['perplexity']:.3f} | {m['n']} |")
     return "\n".join(lines)

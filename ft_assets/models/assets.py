@@ -1,18 +1,31 @@
 """Model assets: the base model, the merged model and its quantized variant."""
 
 
+import json
 import time
 from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
+from transformers import AutoTokenizer
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.data.text_to_sql import SCHEMA_SUMMARY, generate_clean_pairs
+from ft_assets.evaluation.gates import VARIANT_NAMES
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.models.base import ScratchSpec, from_gguf, from_pretrained_dir, from_scratch
-from ft_assets.models.merge import merge_adapter
-from ft_assets.models.quantize import dir_size_bytes, quantize_bnb_nf4
+from ft_assets.models.card import build_card, write_card
+from ft_assets.models.consistency import chat_template_of, serving_check
+from ft_assets.models.merge import merge_adapter, verify_merge
+from ft_assets.models.quantize import (
+    METHODS,
+    QuantizationUnavailable,
+    dir_size_bytes,
+    load_quantized,
+    quantize,
+    unavailable_reason,
+)
+from ft_assets.training.sft import read_jsonl
 from resources import ArtifactStore
 from resources.paths import default_gguf_path
 
@@ -61,27 +74,94 @@ class MergeConfig(Config):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
+def _provenance(base_model: Artifact, sft_adapter: Artifact) -> dict:
+    """Base model, data versions and training config, read from the upstream cards."""
+    adapter_card = sft_adapter.card()
+    return {
+        "base_model": base_model.card().get("base_model") or {},
+        "data_versions": {"sft_dataset": adapter_card.get("inputs", {}).get("sft_dataset", {}).get("version")},
+        "training": {"method": "lora", **adapter_card.get("config", {}),
+                     **{k: v for k, v in (adapter_card.get("training") or {}).items() if not isinstance(v, dict)}},
+        "artifacts": {"base_model": base_model.version, "sft_adapter": sft_adapter.version},
+    }
+
+
 @asset(group_name=GROUP, kinds={"pytorch", "safetensors"})
 def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model: Artifact, sft_adapter: Artifact,
                  artifact_store: ArtifactStore) -> Output:
-    """The adapter merged (peft ``merge_and_unload``) into a full-precision base, with its tokenizer."""
+    """The adapter merged into a full-precision base (never a quantized one), checked against base + adapter."""
     inputs = {"base_model": base_model, "sft_adapter": sft_adapter}
+    provenance = _provenance(base_model, sft_adapter)
     with artifact_store.stage("merged_model") as staging:
         info = merge_adapter(base_model.path, sft_adapter.path, staging, config.dtype)
+        checks = verify_merge(base_model.path, sft_adapter.path, staging)
+        (staging / "merge_check.json").write_text(json.dumps(checks["merge_check"], indent=2))
+        (staging / "serving_check.json").write_text(json.dumps(checks["serving_check"], indent=2))
+        write_card(staging, build_card(name="merged_model", variant="merged", method=f"lora merge ({config.dtype})",
+                                       metrics=None, gates=[], **provenance))
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(),
-                                                        base_model=base_model.card().get("base_model")))
-    return artifact_output(artifact, inputs, **info)
+                                                        base_model=provenance["base_model"], **checks))
+    return artifact_output(artifact, inputs, **info,
+                           merge_check=MetadataValue.json(checks["merge_check"]),
+                           serving_check=MetadataValue.json(checks["serving_check"]))
+
+
+class QuantizeConfig(Config):
+    methods: list[str] = Field(["bnb-nf4", "bnb-int8"], description=f"any of {', '.join(METHODS)}")
+    calibration_examples: int = Field(64, description="GPTQ calibration texts taken from the train split")
 
 
 @asset(group_name=GROUP, kinds={"pytorch", "bitsandbytes"})
-def quantized_model(context: AssetExecutionContext, merged_model: Artifact, artifact_store: ArtifactStore) -> Output:
-    """The merged model quantized to bitsandbytes 4-bit NF4 and serialized so it reloads as is."""
-    inputs = {"merged_model": merged_model}
+def quantized_model(context: AssetExecutionContext, config: QuantizeConfig, merged_model: Artifact,
+                    sft_dataset: Artifact, artifact_store: ArtifactStore) -> Output:
+    """The merged model quantized by each configured method, one sub-directory each; unavailable ones skipped."""
+    for method in config.methods:
+        unavailable_reason(method)  # unknown methods fail here, before any work
+    inputs = {"merged_model": merged_model, "sft_dataset": sft_dataset}
+    merged_card = merged_model.card()
+    training_template = chat_template_of(merged_model.path)
+    calibration = _calibration_texts(sft_dataset, config.calibration_examples)
+    variants: dict[str, dict] = {}
     with artifact_store.stage("quantized_model") as staging:
-        info = quantize_bnb_nf4(merged_model.path, staging)
-        artifact = artifact_store.publish(staging, card(context, inputs, info,
-                                                        base_model=merged_model.card().get("base_model")))
+        for method in config.methods:
+            try:
+                info = quantize(method, merged_model.path, staging / method, calibration)
+            except QuantizationUnavailable as exc:
+                context.log.warning(f"{method} skipped: {exc}")
+                variants[method] = {"method": method, "skipped": str(exc)}
+                continue
+            model, load_seconds = load_quantized(staging / method)
+            tokenizer = AutoTokenizer.from_pretrained(staging / method)
+            info["load_seconds"] = load_seconds
+            info["serving_check"] = serving_check(model, tokenizer, training_template)
+            del model
+            write_card(staging / method, build_card(
+                name="quantized_model", variant=VARIANT_NAMES[method], method=method, metrics=None, gates=[],
+                base_model=merged_card.get("base_model") or {}, data_versions={"sft_dataset": sft_dataset.version},
+                training={}, artifacts={"merged_model": merged_model.version}))
+            variants[method] = info
+            context.log.info(f"{method}: {info['size_bytes'] / 1e6:.1f} MB, loads in {load_seconds}s")
+        if not any("skipped" not in v for v in variants.values()):
+            raise RuntimeError(f"no quantization method could run here: {variants}")
+        (staging / "variants.json").write_text(json.dumps(variants, indent=2))
+        artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(), variants=variants,
+                                                        base_model=merged_card.get("base_model")))
     merged_bytes = dir_size_bytes(merged_model.path)
-    quant_bytes = dir_size_bytes(artifact.path)
-    return artifact_output(artifact, inputs, **info, merged_size_bytes=merged_bytes,
-                           size_ratio_vs_merged=MetadataValue.float(round(quant_bytes / merged_bytes, 3)))
+    return artifact_output(artifact, inputs, merged_size_bytes=merged_bytes,
+                           variants=MetadataValue.md(_variants_table(variants, merged_bytes)))
+
+
+def _calibration_texts(sft_dataset: Artifact, n: int) -> list[str]:
+    rows = read_jsonl(sft_dataset.path / "train.jsonl")[:n]
+    return [" ".join(m["content"] for m in r["prompt"] + r["completion"]) for r in rows]
+
+
+def _variants_table(variants: dict[str, dict], merged_bytes: int) -> str:
+    lines = ["| method | size MB | vs merged | load s | runaway rate | note |", "|---|---|---|---|---|---|"]
+    for method, v in variants.items():
+        if "skipped" in v:
+            lines.append(f"| {method} | | | | | skipped: {v['skipped']} |")
+        else:
+            lines.append(f"| {method} | {v['size_bytes'] / 1e6:.1f} | {v['size_bytes'] / merged_bytes:.2f} | "
+                         f"{v['load_seconds']} | {v['serving_check']['runaway_rate']} | |")
+    return "\n".join(lines)

@@ -18,3 +18,20 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str =
     AutoTokenizer.from_pretrained(adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").exists()
                                   else base_dir).save_pretrained(out_dir)
     return {"dtype": dtype, "parameters": merged.num_parameters()}
+
+
+def verify_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> dict:
+    """Logits of the merged model against base + adapter on fixed probes, and its EOS / template behaviour."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ft_assets.models.consistency import logit_agreement, serving_check
+
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                                          adapter_dir).eval()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    training_template = AutoTokenizer.from_pretrained(adapter_dir).chat_template
+    return {"merge_check": logit_agreement(reference, merged, tokenizer),
+            "serving_check": serving_check(merged, tokenizer, training_template)}

@@ -1,0 +1,65 @@
+"""Model gates: measured numbers against thresholds, as plain data.
+
+Assets measure (logit agreement, EOS behaviour, eval metrics) and record the
+numbers in their artifacts; the asset checks and the eval report both judge
+them with these functions, so a gate means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Report name of each quantization method's model variant.
+VARIANT_NAMES = {"bnb-nf4": "quantized", "bnb-int8": "quantized_int8", "gptq": "quantized_gptq",
+                 "awq": "quantized_awq"}
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def beats_base(models: dict[str, dict], min_gain: float) -> GateResult:
+    gain = models["adapter"]["exact_match"] - models["base"]["exact_match"]
+    return GateResult("adapter_beats_base", gain >= min_gain, round(gain, 4), min_gain,
+                      f"exact match {models['base']['exact_match']:.3f} -> {models['adapter']['exact_match']:.3f}")
+
+
+def merged_matches_adapter(merge_check: dict, tolerance: float) -> GateResult:
+    diff = merge_check["max_abs_logit_diff"]
+    return GateResult("merged_matches_adapter", diff <= tolerance, diff, tolerance,
+                      f"max |logit diff| over {merge_check['probe_tokens']} probe tokens, "
+                      f"top-1 agreement {merge_check['top1_agreement']:.3f}")
+
+
+def quantized_within_tolerance(models: dict[str, dict], variant: str, tolerance: float) -> GateResult:
+    drop = models["merged"]["exact_match"] - models[variant]["exact_match"]
+    return GateResult(f"{variant}_within_tolerance", drop <= tolerance, round(drop, 4), tolerance,
+                      f"exact match merged {models['merged']['exact_match']:.3f} vs "
+                      f"{variant} {models[variant]['exact_match']:.3f}")
+
+
+def serving_consistent(name: str, serving_check: dict, max_runaway_rate: float) -> GateResult:
+    rate = serving_check["runaway_rate"]
+    template_ok = serving_check["chat_template_matches_training"]
+    return GateResult(f"{name}_serving_consistent", template_ok and rate <= max_runaway_rate, rate, max_runaway_rate,
+                      f"{serving_check['stopped_on_eos']}/{serving_check['probes']} probes stopped on EOS; "
+                      f"chat template {'matches' if template_ok else 'DIFFERS FROM'} training")
+
+
+def all_gates(models: dict[str, dict], merge_check: dict, serving_checks: dict[str, dict], *,
+              min_gain: float, merge_tolerance: float, quantized_tolerance: float,
+              max_runaway_rate: float) -> list[GateResult]:
+    """Every model gate, in the order the report shows them."""
+    results = [beats_base(models, min_gain), merged_matches_adapter(merge_check, merge_tolerance)]
+    results += [serving_consistent(name, check, max_runaway_rate) for name, check in serving_checks.items()]
+    results += [quantized_within_tolerance(models, name, quantized_tolerance)
+                for name in models if name.startswith("quantized")]
+    return results
