@@ -7,6 +7,8 @@ import sys
 
 from dagster import AssetExecutionContext, ConfigurableResource, PipesClientCompletedInvocation, PipesSubprocessClient
 
+from resources.pipes_messages import WholeLineTempFileMessageReader
+
 
 class TrainingCompute(ConfigurableResource):
     """Runs ``python -m ft_assets.training.worker`` as a child process on this machine.
@@ -22,7 +24,7 @@ class TrainingCompute(ConfigurableResource):
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         if self.num_threads:
             env["OMP_NUM_THREADS"] = str(self.num_threads)
-        return PipesSubprocessClient().run(
+        return PipesSubprocessClient(message_reader=WholeLineTempFileMessageReader()).run(
             context=context,
             command=[self.python, "-m", "ft_assets.training.worker"],
             extras={"params": params},
