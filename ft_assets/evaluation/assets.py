@@ -22,7 +22,7 @@ from resources import ArtifactStore, ModelGates
 class EvalConfig(Config):
     max_examples: int = 0  # 0: the whole eval split
     max_new_tokens: int = 48
-    batch_size: int = 16
+    batch_size: int = 32
     failures_per_variant: int = 5
 
 
