@@ -55,7 +55,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"ftops demo: run {result.run_id} failed after {elapsed:.0f}s", file=sys.stderr)
         return 1
     report = latest(Path(default_artifact_root()), "eval_report")
-    print((report.path / "report.md").read_text())
+    # Metrics and gates; the failure samples stay in report.md / report.html.
+    print((report.path / "report.md").read_text().split("## Failures")[0].rstrip() + "\n")
+    print(f"HTML report: {report.path / 'report.html'}")
     print(f"run {result.run_id} succeeded in {elapsed:.0f}s")
     print(report.path / "report.json")
     return 0
