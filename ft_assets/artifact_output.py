@@ -37,12 +37,13 @@ def card(context: AssetExecutionContext, inputs: dict[str, Artifact], config: di
     }
 
 
-def artifact_output(artifact: Artifact, inputs: dict[str, Artifact], **metadata) -> Output:
-    """An Output whose data version is the artifact's content hash."""
+def artifact_output(artifact: Artifact, inputs: dict[str, Artifact], data_version: str | None = None,
+                    **metadata) -> Output:
+    """An Output whose data version is ``data_version`` (a DVC hash) or else the artifact's content hash."""
     size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
     return Output(
         artifact,
-        data_version=DataVersion(artifact.version),
+        data_version=DataVersion(data_version or artifact.version),
         metadata={
             "path": MetadataValue.path(str(artifact.path)),
             "version": artifact.version,

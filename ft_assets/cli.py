@@ -79,6 +79,34 @@ def cmd_fetch_base_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_checkout(args: argparse.Namespace) -> int:
+    import shutil
+
+    from ft_assets.lineage.dvc_store import DvcDatasetStore
+    from resources.paths import default_dvc_remote, default_dvc_repo
+
+    store = DvcDatasetStore(Path(default_dvc_repo()), default_dvc_remote())
+    try:
+        restored = store.checkout(args.asset, args.version)
+    except KeyError as exc:
+        print(f"ftops data checkout: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.to:
+        shutil.copytree(restored, args.to, dirs_exist_ok=True)
+        restored = Path(args.to)
+    print(restored)
+    return 0
+
+
+def cmd_data_versions(args: argparse.Namespace) -> int:
+    from ft_assets.lineage.dvc_store import DvcDatasetStore
+    from resources.paths import default_dvc_remote, default_dvc_repo
+
+    for version in DvcDatasetStore(Path(default_dvc_repo()), default_dvc_remote()).versions(args.asset):
+        print(version)
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     print(ensure_dagster_home())
     return 0
@@ -99,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch-base-model", help="download the demo's SmolLM2-135M-Instruct GGUF (install step)")
     fetch.add_argument("--out", help="where to write the .gguf file (default: $FTOPS_BASE_GGUF)")
     fetch.set_defaults(func=cmd_fetch_base_model)
+    data = sub.add_parser("data", help="dataset versions (DVC)").add_subparsers(dest="data_command", required=True)
+    checkout = data.add_parser("checkout", help="restore a DVC-tracked version of a dataset asset")
+    checkout.add_argument("asset", choices=["clean_records", "deduped_records", "sft_dataset"])
+    checkout.add_argument("version", help="DVC md5 (the asset's data version) or a unique prefix")
+    checkout.add_argument("--to", help="also copy the restored files to this folder")
+    checkout.set_defaults(func=cmd_data_checkout)
+    versions = data.add_parser("versions", help="list the DVC-tracked versions of a dataset asset")
+    versions.add_argument("asset")
+    versions.set_defaults(func=cmd_data_versions)
     init = sub.add_parser("init", help="create the embedded Dagster instance folder; prints $DAGSTER_HOME")
     init.set_defaults(func=cmd_init)
     args = parser.parse_args(argv)

@@ -20,12 +20,13 @@ from ft_assets.training.assets import sft_adapter
 from resources import (
     ArtifactIOManager,
     ArtifactStore,
+    DvcResource,
     GreatExpectationsResource,
     ModelGates,
     RawDrops,
     TrainingCompute,
 )
-from resources.paths import default_artifact_root, default_drops_dir
+from resources.paths import default_artifact_root, default_drops_dir, default_dvc_remote, default_dvc_repo
 
 data_assets = [raw_records, clean_records, deduped_records, sft_dataset]
 model_assets = [base_model, sft_adapter, merged_model, quantized_model]
@@ -50,5 +51,6 @@ defs = Definitions(
         "training_compute": TrainingCompute(),
         "gx": GreatExpectationsResource(),
         "model_gates": ModelGates(),
+        "dvc": DvcResource(repo_dir=default_dvc_repo(), remote_url=default_dvc_remote()),
     },
 )

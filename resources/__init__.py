@@ -3,9 +3,10 @@
 from resources.artifact_store import ArtifactIOManager, ArtifactStore
 from resources.compute import TrainingCompute
 from resources.drops import RawDrops
+from resources.dvc import DvcResource
 from resources.gates import ModelGates
 from resources.paths import ftops_home
 from resources.validation import GreatExpectationsResource
 
-__all__ = ["ArtifactIOManager", "ArtifactStore", "GreatExpectationsResource", "ModelGates", "RawDrops",
+__all__ = ["ArtifactIOManager", "ArtifactStore", "DvcResource", "GreatExpectationsResource", "ModelGates", "RawDrops",
            "TrainingCompute", "ftops_home"]

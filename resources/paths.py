@@ -20,3 +20,11 @@ def default_drops_dir() -> str:
 
 def default_gguf_path() -> str:
     return os.environ.get("FTOPS_BASE_GGUF", str(ftops_home() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def default_dvc_repo() -> str:
+    return os.environ.get("FTOPS_DVC_REPO", str(Path(default_artifact_root()) / "dvc"))
+
+
+def default_dvc_remote() -> str:
+    return os.environ.get("FTOPS_DVC_REMOTE", str(Path(default_artifact_root()) / "dvc_remote"))

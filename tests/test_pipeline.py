@@ -14,6 +14,7 @@ from ft_assets.definitions import all_assets, end_to_end, gates
 from resources import (
     ArtifactIOManager,
     ArtifactStore,
+    DvcResource,
     GreatExpectationsResource,
     ModelGates,
     RawDrops,
@@ -42,7 +43,8 @@ def run_graph(tmp_path: Path, run_config: dict, n_records: int = 300, instance: 
         assets=all_assets, asset_checks=gates, jobs=[end_to_end],
         resources={"io_manager": ArtifactIOManager(), "artifact_store": ArtifactStore(root=str(tmp_path / "artifacts")),
                    "raw_drops": RawDrops(path=str(drops), demo_if_empty=False), "training_compute": TrainingCompute(),
-                   "gx": GreatExpectationsResource(), "model_gates": model_gates},
+                   "gx": GreatExpectationsResource(), "model_gates": model_gates,
+                   "dvc": DvcResource(repo_dir=str(tmp_path / "dvc"), remote_url=str(tmp_path / "dvc_remote"))},
     )
     instance = instance or DagsterInstance.ephemeral()
     if asset_selection:
@@ -87,6 +89,24 @@ def test_every_asset_materializes_with_versioned_artifacts(scratch_run):
     merged = materialization(instance, "merged_model").metadata["input_versions"].value
     assert merged == {"base_model": path_of(instance, "base_model").name,
                       "sft_adapter": path_of(instance, "sft_adapter").name}
+
+
+def test_dataset_versions_are_dvc_hashes_and_restorable(scratch_run, monkeypatch):
+    from ft_assets.cli import main
+
+    result, instance, tmp_path = scratch_run
+    for name in ("clean_records", "deduped_records", "sft_dataset"):
+        md5 = materialization(instance, name).metadata["dvc_md5"].value
+        assert md5.endswith(".dir")
+        event = instance.get_latest_materialization_event(AssetKey(name))
+        assert event.asset_materialization.tags["dagster/data_version"] == md5
+    md5 = materialization(instance, "sft_dataset").metadata["dvc_md5"].value
+    monkeypatch.setenv("FTOPS_DVC_REPO", str(tmp_path / "dvc"))
+    monkeypatch.setenv("FTOPS_DVC_REMOTE", str(tmp_path / "dvc_remote"))
+    assert main(["data", "checkout", "sft_dataset", md5[:10], "--to", str(tmp_path / "restored")]) == 0
+    original = path_of(instance, "sft_dataset")
+    for split in ("train.jsonl", "eval.jsonl"):
+        assert (tmp_path / "restored" / split).read_bytes() == (original / split).read_bytes()
 
 
 def test_rows_are_accounted_for_at_every_stage(scratch_run):

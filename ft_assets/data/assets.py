@@ -14,7 +14,7 @@ from ft_assets.data.ingest import ingest_drops
 from ft_assets.data.records import reason_counts
 from ft_assets.data.split import split_records
 from ft_assets.lineage.artifacts import Artifact
-from resources import ArtifactStore, RawDrops
+from resources import ArtifactStore, DvcResource, RawDrops
 
 GROUP = "data"
 
@@ -61,7 +61,7 @@ class CleanRecordsConfig(Config):
 
 @asset(group_name=GROUP, kinds={"python", "parquet"})
 def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, raw_records: Artifact,
-                  artifact_store: ArtifactStore) -> Output:
+                  artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Unicode-normalized, HTML-stripped, PII-redacted, length-filtered records; rejects quarantined."""
     records = _read_records(raw_records)
     result = clean_logic(records, CleanConfig(**config.model_dump()))
@@ -71,8 +71,9 @@ def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, ra
         artifact = artifact_store.publish(staging, card(context, {"raw_records": raw_records}, config.model_dump(),
                                                         pii_redacted=result.pii_counts))
     assert len(records) == len(result.records) + len(result.quarantine), "cleaning lost rows"
+    dvc_md5 = dvc.track("clean_records", artifact.path)
     return artifact_output(
-        artifact, {"raw_records": raw_records},
+        artifact, {"raw_records": raw_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
         rows_in=len(records), rows=len(result.records), quarantined=len(result.quarantine),
         quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
         pii_redacted=MetadataValue.json(result.pii_counts), html_stripped=result.html_stripped,
@@ -80,7 +81,8 @@ def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, ra
 
 
 @asset(group_name=GROUP, kinds={"python", "parquet"})
-def deduped_records(context: AssetExecutionContext, clean_records: Artifact, artifact_store: ArtifactStore) -> Output:
+def deduped_records(context: AssetExecutionContext, clean_records: Artifact, artifact_store: ArtifactStore,
+                    dvc: DvcResource) -> Output:
     """Exact duplicates (after case, whitespace and punctuation normalization) removed; each names its original."""
     records = _read_records(clean_records)
     result = exact_dedup(records)
@@ -89,8 +91,9 @@ def deduped_records(context: AssetExecutionContext, clean_records: Artifact, art
         result.duplicates.to_parquet(staging / "duplicates.parquet", index=False)
         artifact = artifact_store.publish(staging, card(context, {"clean_records": clean_records}))
     assert len(records) == len(result.records) + len(result.duplicates), "dedup lost rows"
+    dvc_md5 = dvc.track("deduped_records", artifact.path)
     return artifact_output(
-        artifact, {"clean_records": clean_records},
+        artifact, {"clean_records": clean_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
         rows_in=len(records), rows=len(result.records), exact_duplicates=len(result.duplicates),
         duplicate_rate=round(len(result.duplicates) / max(len(records), 1), 4),
         duplicate_examples=_preview(result.duplicates, ["record_id", "duplicate_of", "prompt"]),
@@ -104,7 +107,7 @@ class SftDatasetConfig(Config):
 
 @asset(group_name=GROUP, kinds={"python", "jsonl"})
 def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, deduped_records: Artifact,
-                artifact_store: ArtifactStore) -> Output:
+                artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Chat-formatted prompt/completion examples, split into train and eval by content hash."""
     records = _read_records(deduped_records)
     train, evaluation = split_records(records, config.eval_fraction, config.split_salt)
@@ -115,8 +118,9 @@ def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, dedupe
         artifact = artifact_store.publish(staging, card(context, {"deduped_records": deduped_records},
                                                         config.model_dump()))
     example = train[0] if train else {}
+    dvc_md5 = dvc.track("sft_dataset", artifact.path)
     return artifact_output(
-        artifact, {"deduped_records": deduped_records},
+        artifact, {"deduped_records": deduped_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
         train_rows=len(train), eval_rows=len(evaluation),
         example=MetadataValue.json(example),
     )
