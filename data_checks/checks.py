@@ -1,26 +1,42 @@
 """Blocking Dagster asset checks built from the Great Expectations suites.
 
 A failing blocking check stops the run: nothing downstream of the checked
-asset (and so no training) materializes.
+asset (and so no training) materializes. Each check builds GX Data Docs into
+the artifact store and links them from its metadata.
 """
-
 
 import json
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from data_checks.gx_suites import SuiteResult, clean_records_suite, sft_split_suite
+from data_checks.gx_suites import (
+    SuiteResult,
+    clean_records_suite,
+    deduped_records_suite,
+    sft_split_suite,
+    with_pii_column,
+)
 from ft_assets.data.dedup import dedup_key
 from ft_assets.lineage.artifacts import Artifact
-from resources import GreatExpectationsResource
+from resources import ArtifactStore, GreatExpectationsResource
 
 MIN_CLEAN_ROWS = 50
 MIN_TRAIN_ROWS = 50
 MIN_EVAL_ROWS = 10
 
 
-def _result(suite: SuiteResult, **metadata) -> AssetCheckResult:
+def _validate(gx: GreatExpectationsResource, artifact_store: ArtifactStore, frame: pd.DataFrame, suite_name: str,
+              expectations: list, checked: Artifact) -> tuple[SuiteResult, str]:
+    """Validate, with the Data Docs site published as an artifact of its own; returns (result, docs index path)."""
+    with artifact_store.stage("data_docs") as staging:
+        suite = gx.validate(frame, suite_name, expectations, docs_dir=str(staging))
+        docs = artifact_store.publish(staging, {"suite": suite_name, "checked_version": checked.version,
+                                                "checked_path": str(checked.path), "success": suite.success})
+    return suite, str(docs.path / "index.html")
+
+
+def _result(suite: SuiteResult, docs_index: str, **metadata) -> AssetCheckResult:
     failures = [f"{o.expectation}({', '.join(f'{k}={v}' for k, v in o.kwargs.items())}): "
                 f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} unexpected, "
                 f"e.g. {o.unexpected_examples[:3]}" for o in suite.failures()]
@@ -29,47 +45,61 @@ def _result(suite: SuiteResult, **metadata) -> AssetCheckResult:
         severity=AssetCheckSeverity.ERROR,
         description="all expectations met" if suite.success else "; ".join(failures),
         metadata={"suite": suite.suite, "expectations": len(suite.outcomes), "failed": len(failures),
-                  "results": MetadataValue.md(suite.markdown()), **metadata},
+                  "results": MetadataValue.md(suite.markdown()), "data_docs": MetadataValue.path(docs_index),
+                  **metadata},
     )
 
 
 @asset_check(asset="clean_records", blocking=True,
-             description="GX suite: non-null, unique ids, lengths, no e-mails left, enough rows")
-def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource) -> AssetCheckResult:
-    frame = pd.read_parquet(clean_records.path / "records.parquet")
-    suite = gx.validate(frame, "clean_records", clean_records_suite(min_rows=MIN_CLEAN_ROWS))
-    return _result(suite, rows=len(frame))
+             description="GX suite: columns and types, non-null, unique ids, lengths, no PII left, enough rows")
+def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource,
+                       artifact_store: ArtifactStore) -> AssetCheckResult:
+    frame = with_pii_column(pd.read_parquet(clean_records.path / "records.parquet"))
+    suite, docs = _validate(gx, artifact_store, frame, "clean_records", clean_records_suite(MIN_CLEAN_ROWS),
+                            clean_records)
+    return _result(suite, docs, rows=len(frame))
+
+
+@asset_check(asset="deduped_records", blocking=True,
+             description="GX suite: as clean, plus no duplicate left under the normalized example key")
+def deduped_records_gate(deduped_records: Artifact, gx: GreatExpectationsResource,
+                         artifact_store: ArtifactStore) -> AssetCheckResult:
+    frame = with_pii_column(pd.read_parquet(deduped_records.path / "records.parquet"))
+    frame["dedup_key"] = [dedup_key(p, c) for p, c in zip(frame["prompt"], frame["completion"], strict=True)]
+    suite, docs = _validate(gx, artifact_store, frame, "deduped_records", deduped_records_suite(MIN_CLEAN_ROWS),
+                            deduped_records)
+    return _result(suite, docs, rows=len(frame))
 
 
 def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
-    """One row per example with its split, and whether the same example sits in both splits."""
-    rows = [{"record_id": r["record_id"], "split": split, "user": r["prompt"][-1]["content"],
-             "assistant": r["completion"][0]["content"]}
-            for split, part in (("train", train), ("eval", evaluation)) for r in part]
-    frame = pd.DataFrame(rows, columns=["record_id", "split", "user", "assistant"])
-    keys = [dedup_key(u, a) for u, a in zip(frame["user"], frame["assistant"], strict=False)]
-    frame["key"] = keys
+    """One row per example: split, last user and assistant turns, role order, shortest turn, cross-split overlap."""
+    rows = []
+    for split, part in (("train", train), ("eval", evaluation)):
+        for r in part:
+            turns = r["prompt"] + r["completion"]
+            rows.append({"record_id": r["record_id"], "split": split, "user": r["prompt"][-1]["content"],
+                         "assistant": r["completion"][-1]["content"], "roles": ",".join(t["role"] for t in turns),
+                         "shortest_turn_chars": min(len(t["content"].strip()) for t in turns)})
+    frame = pd.DataFrame(rows, columns=["record_id", "split", "user", "assistant", "roles", "shortest_turn_chars"])
+    frame["key"] = [dedup_key(u, a) for u, a in zip(frame["user"], frame["assistant"], strict=True)]
     both = set(frame.loc[frame["split"] == "train", "key"]) & set(frame.loc[frame["split"] == "eval", "key"])
     frame["in_both_splits"] = frame["key"].isin(both)
-    return frame
+    return with_pii_column(frame, ("user", "assistant"))
 
 
 @asset_check(asset="sft_dataset", blocking=True,
-             description="GX suite: both splits present and large enough, no empty turns, no train/eval overlap")
-def sft_dataset_gate(sft_dataset: Artifact, gx: GreatExpectationsResource) -> AssetCheckResult:
-    import great_expectations.expectations as gxe
-
+             description="GX suite: both splits large enough, chat role order, no empty turns, no train/eval overlap")
+def sft_dataset_gate(sft_dataset: Artifact, gx: GreatExpectationsResource,
+                     artifact_store: ArtifactStore) -> AssetCheckResult:
     def read(name: str) -> list[dict]:
         return [json.loads(line) for line in (sft_dataset.path / f"{name}.jsonl").read_text().splitlines() if line]
 
     train, evaluation = read("train"), read("eval")
     frame = sft_frame(train, evaluation)
-    expectations = sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS) + [
-        gxe.ExpectColumnValuesToBeInSet(column="in_both_splits", value_set=[False]),
-    ]
-    suite = gx.validate(frame, "sft_dataset", expectations)
+    suite, docs = _validate(gx, artifact_store, frame, "sft_dataset", sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS),
+                            sft_dataset)
+    result = _result(suite, docs, train_rows=len(train), eval_rows=len(evaluation))
     enough = len(train) >= MIN_TRAIN_ROWS and len(evaluation) >= MIN_EVAL_ROWS
-    result = _result(suite, train_rows=len(train), eval_rows=len(evaluation))
     if suite.success and not enough:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
                                 description=f"need >= {MIN_TRAIN_ROWS} train and >= {MIN_EVAL_ROWS} eval rows, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -31,6 +32,7 @@ class SuiteResult:
     suite: str
     success: bool
     outcomes: list[ExpectationOutcome]
+    docs_index: str | None = None
 
     def failures(self) -> list[ExpectationOutcome]:
         return [o for o in self.outcomes if not o.success]
@@ -45,23 +47,66 @@ class SuiteResult:
         return "\n".join(lines)
 
 
-def clean_records_suite(min_rows: int = 50, max_prompt_chars: int = 1000) -> list:
+def pii_kinds(text: str) -> str:
+    """The kinds of PII the cleaning stage would still redact in ``text`` ('' when none)."""
+    from collections import Counter
+
+    from ft_assets.data.clean import redact_pii
+
+    counts: Counter = Counter()
+    redact_pii(text, counts)
+    return ",".join(sorted(k for k, n in counts.items() if n))
+
+
+def with_pii_column(frame: pd.DataFrame, columns: tuple[str, ...] = ("prompt", "completion")) -> pd.DataFrame:
+    """A copy of ``frame`` with ``pii_left``: the PII kinds found in any of ``columns`` per row."""
+    present = [c for c in columns if c in frame.columns]
+    kinds = [",".join(sorted({k for c in present for k in pii_kinds(str(row[c])).split(",") if k}))
+             for _, row in frame[present].iterrows()] if len(frame) else []
+    return frame.assign(pii_left=pd.Series(kinds, index=frame.index, dtype=object))
+
+
+def records_suite(min_rows: int, max_prompt_chars: int = 1000, unique_column: str = "record_id") -> list:
+    """Canonical records: the columns, their types, no nulls, length bounds, unique ids, no PII left."""
     import great_expectations.expectations as gxe
 
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        *[gxe.ExpectColumnToExist(column=c) for c in ("record_id", "drop_id", "source_file", "line_no", "prompt",
+                                                       "completion")],
+        gxe.ExpectColumnValuesToBeOfType(column="prompt", type_="str"),
+        gxe.ExpectColumnValuesToBeOfType(column="completion", type_="str"),
         gxe.ExpectColumnValuesToNotBeNull(column="prompt"),
         gxe.ExpectColumnValuesToNotBeNull(column="completion"),
-        gxe.ExpectColumnValuesToBeUnique(column="record_id"),
+        gxe.ExpectColumnValuesToBeUnique(column=unique_column),
         gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1, max_value=max_prompt_chars),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="completion", min_value=1),
-        gxe.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=EMAIL_REGEX),
-        gxe.ExpectColumnValuesToNotMatchRegex(column="completion", regex=EMAIL_REGEX),
+        gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
     ]
 
 
+def clean_records_suite(min_rows: int = 50, max_prompt_chars: int = 1000) -> list:
+    import great_expectations.expectations as gxe
+
+    return records_suite(min_rows, max_prompt_chars) + [
+        gxe.ExpectColumnValueLengthsToBeBetween(column="completion", min_value=1),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=EMAIL_REGEX),
+    ]
+
+
+def deduped_records_suite(min_rows: int = 50, max_duplicate_rate: float = 0.0) -> list:
+    """Deduplicated records: as clean, and the normalized example key (``dedup_key``) is unique."""
+    import great_expectations.expectations as gxe
+
+    return records_suite(min_rows) + [
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="dedup_key", min_value=1.0 - max_duplicate_rate),
+    ]
+
+
+CHAT_ROLE_ORDER = r"^(system,)?(user,assistant,)*user,assistant$"
+
+
 def sft_split_suite(min_train_rows: int = 50, min_eval_rows: int = 10, eval_prompts: list[str] | None = None) -> list:
-    """Checks on the train split (one row per example, ``split`` says which side)."""
+    """SFT examples, one row per example with its ``split``, role sequence and shortest turn."""
     import great_expectations.expectations as gxe
 
     return [
@@ -71,23 +116,38 @@ def sft_split_suite(min_train_rows: int = 50, min_eval_rows: int = 10, eval_prom
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "eval"]),
         gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "eval"]),
         gxe.ExpectTableRowCountToBeBetween(min_value=min_train_rows + min_eval_rows),
+        gxe.ExpectColumnValuesToMatchRegex(column="roles", regex=CHAT_ROLE_ORDER),
+        gxe.ExpectColumnValuesToBeBetween(column="shortest_turn_chars", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="in_both_splits", value_set=[False]),
+        gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
     ]
 
 
 def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
-                   result_format: str = "COMPLETE") -> SuiteResult:
-    """Run ``expectations`` on ``frame`` in an ephemeral GX context."""
+                   result_format: str = "COMPLETE", docs_dir: str | None = None) -> SuiteResult:
+    """Run ``expectations`` on ``frame`` in an ephemeral GX context; build Data Docs into ``docs_dir`` if given."""
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
+    actions = []
+    if docs_dir:
+        context.add_data_docs_site(site_name="ftops", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ftops"]))
     batch_definition = (context.data_sources.add_pandas("ftops")
                         .add_dataframe_asset(suite_name)
                         .add_batch_definition_whole_dataframe("whole"))
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
     for expectation in expectations:
         suite.add_expectation(expectation)
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format=result_format)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name=suite_name, validation_definitions=[definition],
+                                                       actions=actions, result_format={"result_format": result_format}))
+    result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
     outcomes = []
     for r in result.results:
         details = r.result or {}
@@ -98,4 +158,5 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
             unexpected_examples=list(details.get("partial_unexpected_list") or [])[:10],
             observed_value=details.get("observed_value"),
         ))
-    return SuiteResult(suite_name, bool(result.success), outcomes)
+    return SuiteResult(suite_name, bool(result.success), outcomes,
+                       docs_index=str(Path(docs_dir) / "index.html") if docs_dir else None)

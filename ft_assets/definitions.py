@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from data_checks.checks import clean_records_gate, sft_dataset_gate
+from data_checks.checks import clean_records_gate, deduped_records_gate, sft_dataset_gate
 from ft_assets.data.assets import clean_records, deduped_records, raw_records, sft_dataset
 from ft_assets.evaluation.assets import eval_report
 from ft_assets.evaluation.checks import (
@@ -32,7 +32,7 @@ data_assets = [raw_records, clean_records, deduped_records, sft_dataset]
 model_assets = [base_model, sft_adapter, merged_model, quantized_model]
 evaluation_assets = [eval_report, model_cards]
 all_assets = [*data_assets, *model_assets, *evaluation_assets]
-data_gates = [clean_records_gate, sft_dataset_gate]
+data_gates = [clean_records_gate, deduped_records_gate, sft_dataset_gate]
 model_gates = [merged_matches_adapter, merged_serving_consistent, quantized_serving_consistent, adapter_beats_base,
                quantized_within_tolerance]
 gates = [*data_gates, *model_gates]

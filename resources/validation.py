@@ -13,5 +13,6 @@ class GreatExpectationsResource(ConfigurableResource):
 
     result_format: str = "COMPLETE"
 
-    def validate(self, frame: pd.DataFrame, suite_name: str, expectations: list) -> SuiteResult:
-        return validate_frame(frame, suite_name, expectations, result_format=self.result_format)
+    def validate(self, frame: pd.DataFrame, suite_name: str, expectations: list,
+                 docs_dir: str | None = None) -> SuiteResult:
+        return validate_frame(frame, suite_name, expectations, result_format=self.result_format, docs_dir=docs_dir)
