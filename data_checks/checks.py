@@ -14,10 +14,12 @@ from data_checks.gx_suites import (
     SuiteResult,
     clean_records_suite,
     deduped_records_suite,
+    prepare_records,
     sft_split_suite,
     with_pii_column,
 )
-from ft_assets.data.dedup import dedup_key
+from ft_assets.data.dedup import answer_texts, dedup_key
+from ft_assets.data.records import ensure_record_columns
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, GreatExpectationsResource
 
@@ -54,7 +56,7 @@ def _result(suite: SuiteResult, docs_index: str, **metadata) -> AssetCheckResult
              description="GX suite: columns and types, non-null, unique ids, lengths, no PII left, enough rows")
 def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource,
                        artifact_store: ArtifactStore) -> AssetCheckResult:
-    frame = with_pii_column(pd.read_parquet(clean_records.path / "records.parquet"))
+    frame = prepare_records(ensure_record_columns(pd.read_parquet(clean_records.path / "records.parquet")))
     suite, docs = _validate(gx, artifact_store, frame, "clean_records", clean_records_suite(MIN_CLEAN_ROWS),
                             clean_records)
     return _result(suite, docs, rows=len(frame))
@@ -64,8 +66,8 @@ def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource,
              description="GX suite: as clean, plus no duplicate left under the normalized example key")
 def deduped_records_gate(deduped_records: Artifact, gx: GreatExpectationsResource,
                          artifact_store: ArtifactStore) -> AssetCheckResult:
-    frame = with_pii_column(pd.read_parquet(deduped_records.path / "records.parquet"))
-    frame["dedup_key"] = [dedup_key(p, c) for p, c in zip(frame["prompt"], frame["completion"], strict=True)]
+    frame = prepare_records(ensure_record_columns(pd.read_parquet(deduped_records.path / "records.parquet")))
+    frame["dedup_key"] = [dedup_key(p, c) for p, c in zip(frame["prompt"], answer_texts(frame), strict=True)]
     suite, docs = _validate(gx, artifact_store, frame, "deduped_records", deduped_records_suite(MIN_CLEAN_ROWS),
                             deduped_records)
     return _result(suite, docs, rows=len(frame))

@@ -66,6 +66,17 @@ def with_pii_column(frame: pd.DataFrame, columns: tuple[str, ...] = ("prompt", "
     return frame.assign(pii_left=pd.Series(kinds, index=frame.index, dtype=object))
 
 
+def prepare_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical records plus the derived columns the suites check: ``pii_left`` and ``answer_chars``."""
+    frame = with_pii_column(frame, ("prompt", "completion", "system", "chosen", "rejected"))
+    if "kind" in frame.columns:
+        answers = [len(c.strip()) if k != "preference" else min(len(a.strip()), len(b.strip())) for k, c, a, b in
+                   zip(frame["kind"], frame["completion"], frame["chosen"], frame["rejected"], strict=True)]
+    else:
+        answers = [len(str(c).strip()) for c in frame["completion"]]
+    return frame.assign(answer_chars=pd.Series(answers, index=frame.index, dtype="int64"))
+
+
 def records_suite(min_rows: int, max_prompt_chars: int = 1000, unique_column: str = "record_id") -> list:
     """Canonical records: the columns, their types, no nulls, length bounds, unique ids, no PII left."""
     import great_expectations.expectations as gxe
@@ -81,6 +92,8 @@ def records_suite(min_rows: int, max_prompt_chars: int = 1000, unique_column: st
         gxe.ExpectColumnValuesToBeUnique(column=unique_column),
         gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1, max_value=max_prompt_chars),
         gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
+        # the completion, or both replies of a preference pair, are non-empty
+        gxe.ExpectColumnValuesToBeBetween(column="answer_chars", min_value=1),
     ]
 
 
@@ -88,7 +101,6 @@ def clean_records_suite(min_rows: int = 50, max_prompt_chars: int = 1000) -> lis
     import great_expectations.expectations as gxe
 
     return records_suite(min_rows, max_prompt_chars) + [
-        gxe.ExpectColumnValueLengthsToBeBetween(column="completion", min_value=1),
         gxe.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=EMAIL_REGEX),
     ]
 

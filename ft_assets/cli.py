@@ -98,6 +98,23 @@ def cmd_data_checkout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    """Exit 0 when every gate passes, 1 when one fails, 2 when the check itself could not run."""
+    import json
+    import traceback
+
+    from ft_assets.data.preflight import preflight
+
+    try:
+        summary = preflight(args.paths, near_threshold=args.near_threshold, min_rows=args.min_rows)
+    except Exception as exc:  # a pre-flight tool reports, it does not crash
+        print(json.dumps({"success": False, "error": f"{type(exc).__name__}: {exc}",
+                          "traceback": traceback.format_exc(limit=3)}, indent=2))
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0 if summary["success"] else 1
+
+
 def cmd_data_versions(args: argparse.Namespace) -> int:
     from ft_assets.lineage.dvc_store import DvcDatasetStore
     from resources.paths import default_dvc_remote, default_dvc_repo
@@ -133,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     checkout.add_argument("version", help="DVC md5 (the asset's data version) or a unique prefix")
     checkout.add_argument("--to", help="also copy the restored files to this folder")
     checkout.set_defaults(func=cmd_data_checkout)
+    validate = data.add_parser("validate", help="pre-flight: ingest, clean, dedup and the GX suites on files; "
+                                                "prints a JSON summary, exits 1 if a gate fails")
+    validate.add_argument("paths", nargs="+", help="files or folders (.jsonl, .json, .csv, .parquet, .jsonl.gz)")
+    validate.add_argument("--near-threshold", type=float, default=0.8)
+    validate.add_argument("--min-rows", type=int, default=50)
+    validate.set_defaults(func=cmd_data_validate)
     versions = data.add_parser("versions", help="list the DVC-tracked versions of a dataset asset")
     versions.add_argument("asset")
     versions.set_defaults(func=cmd_data_versions)

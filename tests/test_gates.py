@@ -6,9 +6,9 @@ from data_checks.checks import sft_frame
 from data_checks.gx_suites import (
     clean_records_suite,
     deduped_records_suite,
+    prepare_records,
     sft_split_suite,
     validate_frame,
-    with_pii_column,
 )
 from ft_assets.data.dedup import dedup_key
 from ft_assets.data.split import to_chat_example
@@ -19,7 +19,7 @@ def _frame(prompts):
     frame = pd.DataFrame({"record_id": [f"d:{i}" for i in range(n)], "drop_id": ["d"] * n,
                           "source_file": ["d.jsonl"] * n, "line_no": list(range(1, n + 1)), "prompt": prompts,
                           "completion": ["SELECT 1;"] * n})
-    return with_pii_column(frame)
+    return prepare_records(frame)
 
 
 def test_clean_suite_passes_good_data_and_builds_data_docs(tmp_path):

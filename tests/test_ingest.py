@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from ft_assets.data.ingest import ingest_drops
-from ft_assets.data.records import reason_counts
+from ft_assets.data.records import RECORD_COLUMNS, reason_counts
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -70,20 +72,28 @@ def test_field_name_variants_map_to_prompt_and_completion(tmp_path):
     assert pairs == [("q1", "c1"), ("q2", "c2"), ("q3", "c3")]
 
 
-def test_db_id_defaults_and_is_read_from_either_key(tmp_path):
+def test_db_id_is_empty_unless_named_and_is_read_from_any_key(tmp_path):
     drop = _write(tmp_path / "d.jsonl", [
         json.dumps({"question": "q", "sql": "s"}),
         json.dumps({"question": "q", "sql": "s", "db": "shop"}),
         json.dumps({"question": "q", "sql": "s", "db_id": "zoo"}),
+        json.dumps({"question": "q", "sql": "s", "db_name": "atis"}),
+        json.dumps({"question": "q", "sql": "s", "db": None}),
     ])
-    assert list(ingest_drops([drop]).records["db_id"]) == ["company", "shop", "zoo"]
+    assert list(ingest_drops([drop]).records["db_id"]) == ["", "shop", "zoo", "atis", ""]
+
+
+def test_mistyped_db_is_quarantined(tmp_path):
+    drop = _write(tmp_path / "d.jsonl", [json.dumps({"question": "q", "sql": "s", "db": 3})])
+    [reason] = ingest_drops([drop]).quarantine["reason"]
+    assert reason == "mistyped field: db is int, expected string"
 
 
 def test_blank_lines_are_counted_not_recorded(tmp_path):
     drop = _write(tmp_path / "d.jsonl", [_ok(), "", "   ", _ok("Who?")])
     result = ingest_drops([drop])
     assert result.blank_lines == 2
-    assert result.lines_read == 2
+    assert result.rows_seen == 2
     assert len(result.records) == 2
     assert result.quarantine.empty
     assert list(result.records["line_no"]) == [1, 4]  # blank lines still advance the line number
@@ -93,8 +103,9 @@ def test_accounting_lines_read_equals_records_plus_quarantine(tmp_path):
     a = _write(tmp_path / "drop-0001.jsonl", [_ok(), "oops", "", _ok("Who?")])
     b = _write(tmp_path / "drop-0002.jsonl", ["[1]", _ok("Where?"), json.dumps({"sql": "x"})])
     result = ingest_drops([a, b])
-    assert result.lines_read == 7 - 1
-    assert result.lines_read == len(result.records) + len(result.quarantine)
+    assert result.rows_seen == 7 - 1
+    assert result.rows_seen == len(result.records) + len(result.quarantine)
+    assert result.lines_read == result.rows_seen  # the older name stays an alias
     assert result.files == [str(a), str(b)]
 
 
@@ -122,11 +133,21 @@ def test_utf8_byte_order_mark_does_not_reject_first_line(tmp_path):
     assert list(result.records["prompt"]) == ["How many employees?"]
 
 
-def test_empty_input_gives_typed_empty_frames(tmp_path):
-    result = ingest_drops([_write(tmp_path / "d.jsonl", [""])])
+def test_no_drops_gives_typed_empty_frames():
+    result = ingest_drops([])
     assert result.records.empty and result.quarantine.empty
-    assert "record_id" in result.records.columns and "reason" in result.quarantine.columns
-    assert result.lines_read == 0 and result.blank_lines == 1
+    assert list(result.records.columns) == RECORD_COLUMNS and "reason" in result.quarantine.columns
+    assert result.records["line_no"].dtype == "int64" and result.quarantine["line_no"].dtype == "int64"
+    assert result.rows_seen == result.lines_read == 0
+
+
+def test_blank_only_file_is_one_empty_file_row(tmp_path):
+    # A drop with nothing in it is worth a look: it shows in the quarantine instead of vanishing.
+    result = ingest_drops([_write(tmp_path / "d.jsonl", [""])])
+    assert result.records.empty
+    [row] = result.quarantine.to_dict("records")
+    assert (row["line_no"], row["reason"], row["drop_id"]) == (0, "empty file", "d")
+    assert result.rows_seen == 1 and result.blank_lines == 1
 
 
 def test_invalid_utf8_line_is_quarantined_and_the_rest_kept(tmp_path):
@@ -143,3 +164,19 @@ def test_quarantined_raw_preview_has_pii_redacted(tmp_path):
     drop = _write(tmp_path / "d.jsonl", ['{"question": "mail jane.doe@example.com about', _ok()])
     [raw] = ingest_drops([drop]).quarantine["raw"]
     assert "jane.doe@example.com" not in raw and "[EMAIL]" in raw
+
+
+def test_sft_rows_fill_every_canonical_column(tmp_path):
+    drop = _write(tmp_path / "d.jsonl", [_ok()])
+    [row] = ingest_drops([drop]).records.to_dict("records")
+    assert row == {"record_id": "d:1", "drop_id": "d", "source_file": str(drop), "line_no": 1, "kind": "sft",
+                   "prompt": "How many employees?", "completion": "SELECT COUNT(*) FROM employees;", "system": "",
+                   "history": "[]", "chosen": "", "rejected": "", "db_id": ""}
+
+
+def test_record_dtypes_are_int_line_numbers_and_strings(tmp_path):
+    records = ingest_drops([_write(tmp_path / "d.jsonl", [_ok()])]).records
+    assert records["line_no"].dtype == "int64"
+    for column in RECORD_COLUMNS:
+        if column != "line_no":
+            assert pd.api.types.is_string_dtype(records[column]), column

@@ -115,11 +115,16 @@ def test_rows_are_accounted_for_at_every_stage(scratch_run):
     clean = materialization(instance, "clean_records").metadata
     dedup = materialization(instance, "deduped_records").metadata
     split = materialization(instance, "sft_dataset").metadata
-    assert raw["lines_read"].value == raw["rows"].value + raw["quarantined"].value
+    assert raw["rows_seen"].value == raw["rows"].value + raw["quarantined"].value
     assert raw["quarantined"].value > 0  # the demo drops carry malformed lines
     assert clean["rows_in"].value == raw["rows"].value == clean["rows"].value + clean["quarantined"].value
-    assert dedup["rows_in"].value == clean["rows"].value == dedup["rows"].value + dedup["exact_duplicates"].value
-    assert dedup["rows"].value == split["train_rows"].value + split["eval_rows"].value
+    assert dedup["rows_in"].value == clean["rows"].value == (
+        dedup["rows"].value + dedup["exact_duplicates"].value + dedup["near_duplicates"].value)
+    assert dedup["rows"].value == (split["train_rows"].value + split["eval_rows"].value
+                                   + split["decontaminated_rows"].value)
+    duplicates = pd.read_parquet(path_of(instance, "deduped_records") / "duplicates.parquet")
+    kept = set(pd.read_parquet(path_of(instance, "deduped_records") / "records.parquet")["record_id"])
+    assert set(duplicates["duplicate_of"]) <= kept and set(duplicates["method"]) <= {"exact", "near"}
     quarantine = pd.read_json(path_of(instance, "raw_records") / "quarantine.jsonl", lines=True)
     assert {"source_file", "line_no", "reason"} <= set(quarantine.columns)
     assert quarantine["reason"].str.startswith("malformed JSON").any()

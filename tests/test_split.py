@@ -94,10 +94,13 @@ def test_system_prompt_names_the_schema_tables():
     assert "employees" in system["content"] and "departments" in system["content"]
 
 
-def test_unknown_database_gets_a_generic_system_prompt():
-    example = to_chat_example({"record_id": "r", "db_id": "zoo", "prompt": "q", "completion": "c"})
-    assert example["prompt"][0]["role"] == "system"
-    assert example["prompt"][0]["content"] and "employees" not in example["prompt"][0]["content"]
+def test_unknown_database_keeps_the_records_own_system_prompt_or_none():
+    bare = to_chat_example({"record_id": "r", "db_id": "zoo", "prompt": "q", "completion": "c"})
+    assert [t["role"] for t in bare["prompt"]] == ["user"]
+    own = to_chat_example({"record_id": "r", "db_id": "", "prompt": "q", "completion": "c", "system": "Be brief.",
+                           "history": '[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]'})
+    assert [t["role"] for t in own["prompt"]] == ["system", "user", "assistant", "user"]
+    assert own["prompt"][0]["content"] == "Be brief."
 
 
 def test_split_outputs_chat_examples():

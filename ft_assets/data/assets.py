@@ -2,16 +2,19 @@
 
 
 import json
+from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.data.clean import CleanConfig
 from ft_assets.data.clean import clean_records as clean_logic
-from ft_assets.data.dedup import exact_dedup
+from ft_assets.data.decontam import contaminated
+from ft_assets.data.dedup import DedupResult, exact_dedup, near_dedup
 from ft_assets.data.ingest import ingest_drops
-from ft_assets.data.records import reason_counts
+from ft_assets.data.records import ensure_record_columns, reason_counts
 from ft_assets.data.split import split_records
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, DvcResource, RawDrops
@@ -20,7 +23,7 @@ GROUP = "data"
 
 
 def _read_records(artifact: Artifact) -> pd.DataFrame:
-    return pd.read_parquet(artifact.path / "records.parquet")
+    return ensure_record_columns(pd.read_parquet(artifact.path / "records.parquet"))
 
 
 def _preview(frame: pd.DataFrame, columns: list[str], n: int = 5) -> MetadataValue:
@@ -42,10 +45,11 @@ def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_st
         drops = {p.stem: {"file": str(p), "bytes": p.stat().st_size} for p in files}
         (staging / "drops.json").write_text(json.dumps(drops, indent=2))
         artifact = artifact_store.publish(staging, card(context, {}, drops=drops))
-    assert result.lines_read == len(result.records) + len(result.quarantine), "ingest lost rows"
+    assert result.rows_seen == len(result.records) + len(result.quarantine), "ingest lost rows"
     return artifact_output(
         artifact, {},
-        drops=len(files), lines_read=result.lines_read, blank_lines=result.blank_lines,
+        drops=len(files), rows_seen=result.rows_seen, blank_lines=result.blank_lines,
+        formats=MetadataValue.json(result.formats),
         rows=len(result.records), quarantined=len(result.quarantine),
         quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
         quarantine_preview=_preview(result.quarantine, ["drop_id", "line_no", "reason"]),
@@ -80,29 +84,59 @@ def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, ra
     )
 
 
+class DedupConfig(Config):
+    near_duplicates: bool = True
+    near_threshold: float = Field(0.8, description="MinHash-LSH Jaccard threshold on prompt + completion")
+    num_perm: int = 128
+    shingle_size: int = Field(5, description="words per shingle")
+
+
+def _pair_examples(duplicates: pd.DataFrame, kept: pd.DataFrame, n: int = 5) -> MetadataValue:
+    if duplicates.empty:
+        return MetadataValue.md("(none)")
+    prompts = dict(zip(kept["record_id"], kept["prompt"], strict=True))
+    rows = duplicates.head(n)
+    table = pd.DataFrame({"duplicate": rows["prompt"].str.slice(0, 80),
+                          "kept": [str(prompts.get(k, k))[:80] for k in rows["duplicate_of"]],
+                          "similarity": rows.get("similarity", pd.Series([1.0] * len(rows)))})
+    return MetadataValue.md(table.to_markdown(index=False))
+
+
 @asset(group_name=GROUP, kinds={"python", "parquet"})
-def deduped_records(context: AssetExecutionContext, clean_records: Artifact, artifact_store: ArtifactStore,
-                    dvc: DvcResource) -> Output:
-    """Exact duplicates (after case, whitespace and punctuation normalization) removed; each names its original."""
+def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_records: Artifact,
+                    artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
+    """Exact duplicates (normalized text) then MinHash-LSH near duplicates removed; each names what it duplicated."""
     records = _read_records(clean_records)
-    result = exact_dedup(records)
+    exact = exact_dedup(records)
+    near = (near_dedup(exact.records, config.near_threshold, config.num_perm, config.shingle_size)
+            if config.near_duplicates else DedupResult(exact.records, exact.duplicates.iloc[0:0]))
+    # An exact duplicate of a row that then went as a near duplicate points at the row that stayed.
+    stayed = dict(zip(near.duplicates["record_id"], near.duplicates["duplicate_of"], strict=True))
+    exact_dups = exact.duplicates.assign(duplicate_of=exact.duplicates["duplicate_of"].map(lambda r: stayed.get(r, r)),
+                                         method="exact", similarity=1.0)
+    duplicates = pd.concat([exact_dups, near.duplicates.assign(method="near")], ignore_index=True)
     with artifact_store.stage("deduped_records") as staging:
-        result.records.to_parquet(staging / "records.parquet", index=False)
-        result.duplicates.to_parquet(staging / "duplicates.parquet", index=False)
-        artifact = artifact_store.publish(staging, card(context, {"clean_records": clean_records}))
-    assert len(records) == len(result.records) + len(result.duplicates), "dedup lost rows"
+        near.records.to_parquet(staging / "records.parquet", index=False)
+        duplicates.to_parquet(staging / "duplicates.parquet", index=False)
+        artifact = artifact_store.publish(staging, card(context, {"clean_records": clean_records},
+                                                        config.model_dump()))
+    assert len(records) == len(near.records) + len(duplicates), "dedup lost rows"
     dvc_md5 = dvc.track("deduped_records", artifact.path)
     return artifact_output(
         artifact, {"clean_records": clean_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        rows_in=len(records), rows=len(result.records), exact_duplicates=len(result.duplicates),
-        duplicate_rate=round(len(result.duplicates) / max(len(records), 1), 4),
-        duplicate_examples=_preview(result.duplicates, ["record_id", "duplicate_of", "prompt"]),
+        rows_in=len(records), rows=len(near.records), exact_duplicates=len(exact.duplicates),
+        near_duplicates=len(near.duplicates),
+        duplicate_rate=round(len(duplicates) / max(len(records), 1), 4),
+        exact_duplicate_examples=_pair_examples(exact.duplicates, records),
+        near_duplicate_examples=_pair_examples(near.duplicates, records),
     )
 
 
 class SftDatasetConfig(Config):
     eval_fraction: float = 0.12
     split_salt: str = ""
+    decontamination_ngram: int = Field(13, description="train prompts sharing a word n-gram with eval are removed")
+    benchmark_files: list[str] = Field([], description="extra eval/benchmark files (any ingestible format)")
 
 
 @asset(group_name=GROUP, kinds={"python", "jsonl"})
@@ -110,17 +144,33 @@ def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, dedupe
                 artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Chat-formatted prompt/completion examples, split into train and eval by content hash."""
     records = _read_records(deduped_records)
-    train, evaluation = split_records(records, config.eval_fraction, config.split_salt)
+    preference = records[records["kind"] == "preference"]
+    train, evaluation = split_records(records[records["kind"] == "sft"], config.eval_fraction, config.split_salt)
+    references = [(r["prompt"][-1]["content"], f"eval:{r['record_id']}") for r in evaluation]
+    if config.benchmark_files:
+        bench = ingest_drops([Path(f) for f in config.benchmark_files]).records
+        references += [(p, f"benchmark:{rid}") for p, rid in zip(bench["prompt"], bench["record_id"], strict=True)]
+    hits = contaminated([r["prompt"][-1]["content"] for r in train], [t for t, _ in references],
+                        config.decontamination_ngram)
+    removed = [{**train[i], "matched_ngram": gram, "matched": references[j][1]} for i, j, gram in hits]
+    dropped = {i for i, _, _ in hits}
+    train = [r for i, r in enumerate(train) if i not in dropped]
     with artifact_store.stage("sft_dataset") as staging:
-        for name, rows in (("train", train), ("eval", evaluation)):
+        for name, rows in (("train", train), ("eval", evaluation), ("decontaminated", removed)):
             with (staging / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         artifact = artifact_store.publish(staging, card(context, {"deduped_records": deduped_records},
                                                         config.model_dump()))
     example = train[0] if train else {}
+    assert len(records) == len(train) + len(evaluation) + len(removed) + len(preference), "split lost rows"
     dvc_md5 = dvc.track("sft_dataset", artifact.path)
     return artifact_output(
         artifact, {"deduped_records": deduped_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        train_rows=len(train), eval_rows=len(evaluation),
+        train_rows=len(train), eval_rows=len(evaluation), decontaminated_rows=len(removed),
+        preference_rows_set_aside=len(preference),
+        decontamination_examples=MetadataValue.md(pd.DataFrame(
+            [{"train prompt": r["prompt"][-1]["content"][:80], "matched": r["matched"],
+              "n-gram": r["matched_ngram"][:80]} for r in removed[:5]]).to_markdown(index=False) if removed
+            else "(none)"),
         example=MetadataValue.json(example),
     )

@@ -1,57 +1,123 @@
-"""Normalize text, strip HTML, redact PII and apply length filters."""
+"""Normalize text, strip HTML, redact PII and apply quality filters (length, repetition, symbol ratio)."""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 import pandas as pd
 
-from ft_assets.data.records import RAW_PREVIEW_CHARS, quarantine_frame
+from ft_assets.data.records import KINDS, RAW_PREVIEW_CHARS, ensure_record_columns, quarantine_frame
 
-_TAG_OR_ENTITY = re.compile(r"</?[A-Za-z][^>]*>|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
+# Only real HTML tag names count as markup: "<mask>", "<anonymized>" and "<long answer>" are placeholders
+# that real instruction data uses (self-instruct, hh-rlhf), and stripping them would change the task.
+_HTML_TAGS = (
+    "a abbr article b big blockquote body br button caption center cite code dd del div dl dt em figcaption figure "
+    "font footer form h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins kbd label li link main mark meta "
+    "nav noscript ol option p pre q s samp script section select small source span strike strong style sub sup "
+    "table tbody td textarea tfoot th thead time title tr tt u ul var video"
+).split()
+_TAG_OR_ENTITY = re.compile(rf"</?(?:{'|'.join(_HTML_TAGS)})\b[^>]*>|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);",
+                            re.IGNORECASE)
+# Markup that is the subject of the text, not noise in it: code fences, or text that names the language.
+_MARKUP_IS_CONTENT = re.compile(r"```|\b(?:html|xhtml|xml|svg)\b", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s+")
+_INDENT = re.compile(r"[ \t]*")
+_SYMBOL = re.compile(r"[^\w\s]|_")  # \w is str.isalnum() plus "_"
 
+# Common secret shapes. Group 1 keeps the "Bearer " of an Authorization header so only the token goes.
+_API_KEY = re.compile(
+    r"\b((?i:bearer)\s+)[A-Za-z0-9._~+/-]{16,}=*"   # HTTP bearer tokens
+    r"|\bsk-[A-Za-z0-9_-]{20,}"                     # OpenAI (sk-, sk-proj-) and Anthropic (sk-ant-) keys
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"               # AWS access key ids
+    r"|\bgh[pousr]_[A-Za-z0-9]{36,}"                # GitHub tokens
+    r"|\bgithub_pat_[A-Za-z0-9_]{22,}"              # GitHub fine-grained tokens
+    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"             # Slack tokens
+    r"|\bAIza[0-9A-Za-z_-]{35}"                     # Google API keys
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWTs: base64url JSON header "{"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+
+# Applied in this order: secrets first (a token can hold an "@" or digit runs), cards before phones (a
+# card's digit groups look like a phone number to the phone pattern).
 PII_PATTERNS: dict[str, re.Pattern] = {
+    "api_key": _API_KEY,
     "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
-    # Needs separators between digit groups, so salaries and years never match.
-    "phone": re.compile(r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}\b"),
+    # Not part of a longer dotted number (versions, section numbers): 1.2.3.4.5 is not an address.
+    "ipv4": re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)"),
+    # 13-19 digits, ungrouped or in the groups cards are printed in (4-4-4-4..., Amex 4-6-5), spaces or
+    # dashes; only Luhn-valid numbers are redacted. Free grouping would take gsm8k's "14000-3920-1000=".
+    "credit_card": re.compile(r"(?<![\w=-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5})"
+                              r"(?![\w=-])"),
+    # Needs separators between digit groups, so salaries and years never match, and a last group of four
+    # digits next to no operator, so arithmetic ("960-480-120 = 360" in gsm8k's worked answers) does not.
+    # Not a slice of a longer run of digit groups either (a card number that failed the Luhn check).
+    "phone": re.compile(r"(?<![\w=<>*/+-])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}"
+                        r"[\s.-]\d{4}(?![\w=<>*/+-])(?![\s.-]\d)(?!\s*[=<>*/+-]\s*\d)"),
 }
+
+TEXT_FIELDS = ("prompt", "completion", "system", "chosen", "rejected")
 
 
 @dataclass
 class CleanConfig:
+    # The minimum applies to opening prompts only: a follow-up turn ("yes", "why?") after a history is fine.
     min_prompt_chars: int = 8
     max_prompt_chars: int = 1000
+    # Completion bounds also apply to both replies of a preference pair.
     min_completion_chars: int = 3
     max_completion_chars: int = 2000
+    # Share of characters that are neither letters/digits nor whitespace. Prompts are prose; completions
+    # (SQL, code, worked arithmetic) are legitimately symbol-heavy and get a looser bound.
+    max_prompt_symbol_ratio: float = 0.5
+    max_completion_symbol_ratio: float = 0.8
+    # Repetition: the share of word 3-grams that repeat an earlier one, and the share of lines taken by
+    # the most repeated line. Short texts have too few 3-grams / lines for a share to mean anything.
+    max_duplicate_ngram_share: float = 0.5
+    repetition_min_words: int = 30
+    max_repeated_line_share: float = 0.5
+    repetition_min_lines: int = 4
+    # False collapses all whitespace (newlines too) to single spaces; True keeps line structure
+    # (indentation, single blank lines), which code, lists and worked answers need.
+    keep_newlines: bool = False
 
 
 @dataclass
 class CleanResult:
     records: pd.DataFrame
     quarantine: pd.DataFrame
-    pii_counts: dict[str, int] = field(default_factory=dict)
-    html_stripped: int = 0
+    pii_counts: dict[str, int] = field(default_factory=dict)  # redactions per kind, in the kept records
+    html_stripped: int = 0  # kept records with HTML stripped from at least one field
+    filter_counts: dict[str, int] = field(default_factory=dict)  # rejections per "filter: field"
 
 
 class _TextExtractor(HTMLParser):
     _BREAKS = {"br", "p", "div", "li", "tr"}
+    _INVISIBLE = {"script", "style"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self._hidden = 0
 
     def handle_data(self, data: str) -> None:
-        self.parts.append(data)
+        if not self._hidden:
+            self.parts.append(data)
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if tag in self._BREAKS:
             self.parts.append(" ")
+        self._hidden += tag in self._INVISIBLE
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._INVISIBLE and self._hidden:
+            self._hidden -= 1
 
 
 def strip_html(text: str) -> str:
@@ -63,56 +129,172 @@ def strip_html(text: str) -> str:
     return "".join(parser.parts)
 
 
-def normalize_text(text: str) -> str:
+def has_html_noise(text: str) -> bool:
+    """HTML tags or entities that should become plain text (not markup the text is about)."""
+    return bool(_TAG_OR_ENTITY.search(text)) and not _MARKUP_IS_CONTENT.search(text)
+
+
+def normalize_text(text: str, keep_newlines: bool = False) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _CONTROL.sub("", text)
-    return _WHITESPACE.sub(" ", text).strip()
+    if not keep_newlines:
+        return _WHITESPACE.sub(" ", text).strip()
+    lines = []
+    for line in text.splitlines():
+        indent = _INDENT.match(line).group()
+        body = _WHITESPACE.sub(" ", line[len(indent):]).strip()
+        if body or (lines and lines[-1]):  # at most one blank line in a row
+            lines.append(indent + body if body else "")
+    return "\n".join(lines).strip("\n")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
 
 
 def redact_pii(text: str, counts: Counter) -> str:
+    """Replace PII with ``[KIND]`` placeholders, counting each redaction under its kind."""
     for kind, pattern in PII_PATTERNS.items():
-        text, n = pattern.subn(f"[{kind.upper()}]", text)
-        counts[kind] += n
+        placeholder = f"[{kind.upper()}]"
+
+        def replace(match: re.Match, kind: str = kind, placeholder: str = placeholder) -> str:
+            if kind == "credit_card":
+                digits = re.sub(r"\D", "", match.group())
+                if not (13 <= len(digits) <= 19 and _luhn_ok(digits)):
+                    return match.group()
+            counts[kind] += 1
+            return (match.group(1) or "") + placeholder if kind == "api_key" else placeholder
+
+        text = pattern.sub(replace, text)
     return text
+
+
+def symbol_ratio(text: str) -> float:
+    """Share of characters that are neither alphanumeric nor whitespace."""
+    if not text:
+        return 0.0
+    return len(_SYMBOL.findall(text)) / len(text)
+
+
+def duplicate_ngram_share(text: str, n: int = 3) -> float:
+    """Share of word n-grams that repeat an earlier n-gram (0 = all distinct)."""
+    words = text.casefold().split()
+    grams = list(zip(*(words[i:] for i in range(n)), strict=False))
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeated_line_share(text: str) -> tuple[float, int]:
+    """(share of non-blank lines that are the most repeated line, number of non-blank lines)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return 0.0, 0
+    return Counter(lines).most_common(1)[0][1] / len(lines), len(lines)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def clean_records(records: pd.DataFrame, config: CleanConfig | None = None) -> CleanResult:
     """Clean every record; rows failing a filter go to quarantine with the reason."""
     config = config or CleanConfig()
+    records = ensure_record_columns(records)
     pii: Counter = Counter()
+    filters: Counter = Counter()
     kept, rejected = [], []
     html_stripped = 0
     for row in records.to_dict("records"):
-        prompt = row["prompt"]
-        if _TAG_OR_ENTITY.search(prompt):
-            prompt = strip_html(prompt)
-            html_stripped += 1
-        # Completions are code: no HTML stripping (``a < b`` is SQL, not a tag).
-        prompt = redact_pii(normalize_text(prompt), pii)
-        completion = redact_pii(normalize_text(row["completion"]), pii)
-        reason = _length_reason(prompt, completion, config)
-        if reason:
-            # The preview is redacted too: quarantine must not become the place PII survives.
-            raw = redact_pii(f"prompt={row['prompt']!r} completion={row['completion']!r}", Counter())
+        row_pii: Counter = Counter()
+        html = [False]
+
+        def clean(text: str, field_name: str, row_pii: Counter = row_pii, html: list = html) -> str:
+            # Completions are code (SQL): never HTML-stripped, ``a < b`` is not a tag.
+            if field_name != "completion" and has_html_noise(text):
+                text = strip_html(text)
+                html[0] = True
+            return redact_pii(normalize_text(text, config.keep_newlines), row_pii)
+
+        cleaned = {name: clean(_text(row[name]), name) for name in TEXT_FIELDS}
+        history, failure = _clean_history(row["history"], clean)
+        if failure is None:
+            cleaned["history"] = history
+            failure = _quality_failure(row["kind"], cleaned, row, config)
+        if failure is not None:
+            key, reason = failure
+            filters[key] += 1
             rejected.append({k: row[k] for k in ("drop_id", "source_file", "line_no")}
-                            | {"stage": "clean", "reason": reason, "raw": raw[:RAW_PREVIEW_CHARS]})
+                            | {"stage": "clean", "reason": reason, "raw": _preview(row)})
             continue
-        kept.append({**row, "prompt": prompt, "completion": completion})
+        pii.update(row_pii)
+        html_stripped += html[0]
+        kept.append({**row, **cleaned})
     frame = pd.DataFrame(kept, columns=records.columns).astype(records.dtypes.to_dict())
-    return CleanResult(frame, quarantine_frame(rejected), dict(pii), html_stripped)
+    return CleanResult(frame, quarantine_frame(rejected), dict(pii), html_stripped, dict(filters))
 
 
-def _length_reason(prompt: str, completion: str, config: CleanConfig) -> str | None:
-    if not prompt:
-        return "empty field: prompt"
-    if not completion:
-        return "empty field: completion"
-    if len(prompt) < config.min_prompt_chars:
-        return f"too short: prompt has {len(prompt)} chars < {config.min_prompt_chars}"
-    if len(prompt) > config.max_prompt_chars:
-        return f"too long: prompt has {len(prompt)} chars > {config.max_prompt_chars}"
-    if len(completion) < config.min_completion_chars:
-        return f"too short: completion has {len(completion)} chars < {config.min_completion_chars}"
-    if len(completion) > config.max_completion_chars:
-        return f"too long: completion has {len(completion)} chars > {config.max_completion_chars}"
+def _preview(row: dict) -> str:
+    names = ("prompt", "chosen", "rejected") if row["kind"] == "preference" else ("prompt", "completion")
+    raw = " ".join(f"{name}={_text(row[name])!r}" for name in names)
+    # The preview is redacted too: quarantine must not become the place PII survives.
+    return redact_pii(raw[: 2 * RAW_PREVIEW_CHARS], Counter())[:RAW_PREVIEW_CHARS]
+
+
+def _clean_history(value: object, clean: Callable[[str, str], str]) -> tuple[str, tuple[str, str] | None]:
+    """Each earlier turn's content cleaned like the prompt; the column stays JSON text."""
+    try:
+        turns = json.loads(_text(value) or "[]")
+    except json.JSONDecodeError as exc:
+        return "", ("malformed history", f"malformed history: {exc.msg}")
+    if not isinstance(turns, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str)
+            for t in turns):
+        return "", ("malformed history", "malformed history: expected a list of {role, content} turns")
+    cleaned = [{"role": t["role"], "content": clean(t["content"], "history")} for t in turns]
+    return json.dumps(cleaned, ensure_ascii=False), None
+
+
+def _quality_failure(kind: str, cleaned: dict, row: dict, config: CleanConfig) -> tuple[str, str] | None:
+    """(counter key "filter: field", reason) for the first filter the row fails, or None."""
+    if kind not in KINDS:
+        return "unknown kind", f"unknown kind: {kind!r} (expected one of {', '.join(KINDS)})"
+    replies = ("completion",) if kind == "sft" else ("chosen", "rejected")
+    for name in ("prompt", *replies):
+        if not cleaned[name]:
+            return f"empty field: {name}", f"empty field: {name}"
+    min_prompt = config.min_prompt_chars if cleaned["history"] == "[]" else 1
+    checks = [("prompt", min_prompt, config.max_prompt_chars, config.max_prompt_symbol_ratio)]
+    checks += [(name, config.min_completion_chars, config.max_completion_chars, config.max_completion_symbol_ratio)
+               for name in replies]
+    for name, low, high, _ in checks:
+        n = len(cleaned[name])
+        if n < low:
+            return f"too short: {name}", f"too short: {name} has {n} chars < {low}"
+        if n > high:
+            return f"too long: {name}", f"too long: {name} has {n} chars > {high}"
+    if kind == "preference" and cleaned["chosen"] == cleaned["rejected"]:
+        return "identical pair: chosen/rejected", "identical pair: chosen equals rejected (no preference signal)"
+    for name, _, _, _ in checks:
+        text = cleaned[name]
+        if len(text.split()) >= config.repetition_min_words:
+            share = duplicate_ngram_share(text)
+            if share > config.max_duplicate_ngram_share:
+                return (f"repetition: {name}",
+                        f"repetition: {name} has {share:.1%} duplicate word 3-grams > "
+                        f"{config.max_duplicate_ngram_share:.1%}")
+        # Lines are read from the text as it arrived: whitespace normalization may have joined them.
+        share, n_lines = repeated_line_share(_text(row[name]))
+        if n_lines >= config.repetition_min_lines and share > config.max_repeated_line_share:
+            return (f"repetition: {name}",
+                    f"repetition: {name} repeats its most common line in {share:.1%} of {n_lines} lines > "
+                    f"{config.max_repeated_line_share:.1%}")
+    for name, _, _, limit in checks:
+        ratio = symbol_ratio(cleaned[name])
+        if ratio > limit:
+            return f"symbol ratio: {name}", f"symbol ratio: {name} is {ratio:.1%} symbols > {limit:.1%}"
     return None

@@ -1,11 +1,27 @@
-"""Read raw JSONL drops into canonical records; every unreadable line is quarantined."""
+"""Read raw drops into canonical records; every unreadable row is quarantined with a reason, never raised.
+
+Formats: JSON Lines (``.jsonl``, ``.ndjson``, gzipped as ``.jsonl.gz``), JSON (``.json``: an array of
+objects or one object), CSV (``.csv``, header row required) and Parquet (``.parquet``). ``.json.gz`` and
+``.csv.gz`` are read through gzip too.
+
+Record shapes (see ``parse_record``): prompt/completion pairs under the usual field names (alpaca
+instruction/input/output, question/sql, self-instruct instances), chat ``messages`` (OpenAI style) and
+ShareGPT ``conversations``, preference pairs (prompt/chosen/rejected, chat lists, or hh-rlhf dialogues).
+"""
 
 from __future__ import annotations
 
 import codecs
+import csv
+import gzip
+import io
 import json
+import os
+import re
+import zlib
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,17 +31,58 @@ from ft_assets.data.records import RAW_PREVIEW_CHARS, quarantine_frame, records_
 
 # Field names seen in the wild for the two sides of an example, in order of preference.
 PROMPT_FIELDS = ("prompt", "question", "instruction")
-COMPLETION_FIELDS = ("completion", "sql", "query", "output", "response")
-DEFAULT_DB_ID = "company"
+COMPLETION_FIELDS = ("completion", "sql", "query", "answer", "output", "response")
+DB_FIELDS = ("db", "db_id", "db_name")
+CHAT_FIELDS = ("messages", "conversations")
+# OpenAI roles and ShareGPT "from" values, mapped onto the three roles a record knows.
+ROLES = {
+    "system": "system",
+    "user": "user", "human": "user",
+    "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant", "model": "assistant", "bot": "assistant",
+}
+HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
+# Readers keep twice the preview so redaction sees whole e-mails and keys at the cut; then it is cut.
+_PREVIEW_READ = 2 * RAW_PREVIEW_CHARS
+# Suffix -> reader name; a trailing ".gz" is read through gzip first (Parquet compresses itself).
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# Every file name ending ingest_drops reads, for callers that pick drop files out of a folder.
+SUPPORTED_SUFFIXES = (*FORMATS, *(s + ".gz" for s in FORMATS if s != ".parquet"))
+_WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 @dataclass
 class IngestResult:
     records: pd.DataFrame
     quarantine: pd.DataFrame
-    lines_read: int
-    blank_lines: int
+    # Rows met in the inputs: non-blank JSONL lines, JSON array elements, CSV/Parquet data rows, plus one
+    # per file rejected as a whole (empty, undecodable, unreadable). Always len(records) + len(quarantine).
+    rows_seen: int
+    blank_lines: int  # blank JSONL lines and blank CSV rows: skipped, not rows
     files: list[str]
+    formats: dict[str, str] = field(default_factory=dict)  # file -> reader used ("jsonl", "csv", ...)
+
+    @property
+    def lines_read(self) -> int:
+        """The name ``rows_seen`` had while only JSONL was read."""
+        return self.rows_seen
+
+
+class _Reject(Exception):
+    """A row-level rejection; the message is the quarantine reason."""
+
+
+# A reader yields one item per row seen: (line_no, parsed object or None, raw preview, reason or None).
+_Row = tuple[int, object, str, str | None]
+
+
+# --- mapping one parsed object onto the canonical record -------------------------------------------
+
+
+def _type(value: object) -> str:
+    return type(value).__name__
 
 
 def _pick(obj: dict, names: tuple[str, ...]) -> tuple[str | None, object]:
@@ -35,58 +92,478 @@ def _pick(obj: dict, names: tuple[str, ...]) -> tuple[str | None, object]:
     return None, None
 
 
+def _required_str(obj: dict, name: str, label: str | None = None) -> str:
+    label = label or name
+    if name not in obj:
+        raise _Reject(f"missing field: {label}")
+    value = obj[name]
+    if not isinstance(value, str):
+        raise _Reject(f"mistyped field: {label} is {_type(value)}, expected string")
+    return value
+
+
+def _optional_str(obj: dict, name: str, label: str | None = None) -> str:
+    """Absent or null is "" (Parquet and CSV exports write nulls for missing optional values)."""
+    if obj.get(name) is None:
+        return ""
+    return _required_str(obj, name, label)
+
+
+def _content(value: object, label: str) -> str:
+    if isinstance(value, str):
+        return value
+    # OpenAI's multi-part content: keep it when every part is text, refuse images and the like.
+    if isinstance(value, list) and value and all(isinstance(p, dict) for p in value):
+        kinds = {p.get("type") for p in value}
+        if kinds == {"text"} and all(isinstance(p.get("text"), str) for p in value):
+            return "\n".join(p["text"] for p in value)
+        raise _Reject(f"mistyped field: {label} has non-text parts ({', '.join(sorted(map(str, kinds)))})")
+    raise _Reject(f"mistyped field: {label} is {_type(value)}, expected string")
+
+
+def _turns(value: object, name: str) -> list[tuple[str, str, str]]:
+    """A chat list as (label, role, content) triples, with OpenAI and ShareGPT keys both understood."""
+    if isinstance(value, str):
+        # CSV cells and some Parquet exports carry the list as JSON text.
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise _Reject(f"mistyped field: {name} is a string that is not a JSON list of turns") from None
+    if not isinstance(value, list):
+        raise _Reject(f"mistyped field: {name} is {_type(value)}, expected a list of turns")
+    if not value:
+        raise _Reject(f"empty field: {name}")
+    default_keys = ("from", "value") if name == "conversations" else ("role", "content")
+    turns = []
+    for i, turn in enumerate(value):
+        label = f"{name}[{i}]"
+        if not isinstance(turn, dict):
+            raise _Reject(f"mistyped field: {label} is {_type(turn)}, expected an object")
+        # Either key style in either field: exports mix them. Name the field's own style when both are absent.
+        role_key = "role" if "role" in turn else "from" if "from" in turn else default_keys[0]
+        content_key = "content" if "content" in turn else "value" if "value" in turn else default_keys[1]
+        role = _required_str(turn, role_key, f"{label}.{role_key}")
+        if role.lower() not in ROLES:
+            raise _Reject(f"unknown role: {label} has {role_key} {role!r}")
+        if content_key not in turn:
+            raise _Reject(f"missing field: {label}.{content_key}")
+        content = _content(turn[content_key], f"{label}.{content_key}")
+        role = ROLES[role.lower()]
+        if not content.strip():
+            raise _Reject(f"empty turn: {label} ({role})")
+        turns.append((label, role, content))
+    return turns
+
+
+def _split_dialogue(turns: list[tuple[str, str, str]], name: str, ends_with: str = "assistant"
+                    ) -> tuple[str, list[dict], list[tuple[str, str, str]]]:
+    """(system, history, final turns): final turns are [user, assistant], or [user] for a prompt-only dialogue.
+
+    Consecutive turns of one role are allowed inside the history (real logs have them; hh-rlhf does);
+    the final user turn and the reply to it must be in place.
+    """
+    system = ""
+    if turns and turns[0][1] == "system":
+        system, turns = turns[0][2], turns[1:]
+    for label, role, _ in turns:
+        if role == "system":
+            raise _Reject(f"bad role order: system turn at {label} (only a leading system turn is supported)")
+    if not turns:
+        raise _Reject(f"bad role order: {name} has no user turn")
+    if turns[0][1] != "user":
+        raise _Reject(f"bad role order: {turns[0][0]} is an assistant turn before any user turn")
+    if ends_with == "assistant":
+        if all(role != "assistant" for _, role, _ in turns):
+            raise _Reject(f"bad role order: {name} has no assistant turn")
+        if turns[-1][1] != "assistant":
+            raise _Reject(f"bad role order: {turns[-1][0]} is a user turn after the last assistant turn "
+                          f"(nothing answers it)")
+        if turns[-2][1] != "user":
+            raise _Reject(f"bad role order: {turns[-2][0]} before the final assistant turn is an assistant turn, "
+                          f"expected user")
+        final = turns[-2:]
+    else:
+        if turns[-1][1] != "user":
+            raise _Reject(f"bad role order: {name} must end with a user turn, {turns[-1][0]} is an assistant turn")
+        final = turns[-1:]
+    history = [{"role": role, "content": content} for _, role, content in turns[: len(turns) - len(final)]]
+    return system, history, final
+
+
+def _chat(obj: dict, out: dict) -> None:
+    name = next(n for n in CHAT_FIELDS if n in obj)
+    system, history, [(_, _, prompt), (_, _, completion)] = _split_dialogue(_turns(obj[name], name), name)
+    out.update(system=system, history=history, prompt=prompt, completion=completion)
+
+
+def _pair(obj: dict, out: dict) -> None:
+    name, prompt = _pick(obj, PROMPT_FIELDS)
+    if name is None:
+        raise _Reject(f"missing field: prompt (expected one of {', '.join(PROMPT_FIELDS)}, "
+                      f"or {' / '.join(CHAT_FIELDS)})")
+    prompt = _required_str(obj, name)
+    if name == "instruction":
+        # Alpaca: the optional input is part of the user's message.
+        extra = _optional_str(obj, "input")
+        prompt = f"{prompt}\n\n{extra}" if extra.strip() else prompt
+    cname, _ = _pick(obj, COMPLETION_FIELDS)
+    if cname is not None:
+        out.update(prompt=prompt, completion=_required_str(obj, cname))
+        return
+    if "instances" in obj:
+        # Self-instruct: instruction + instances[{input, output}]. The first instance is the example;
+        # later ones are ignored (record ids are one per source row, so they cannot be expanded in place).
+        instances = obj["instances"]
+        if not isinstance(instances, list):
+            raise _Reject(f"mistyped field: instances is {_type(instances)}, expected a list")
+        if not instances:
+            raise _Reject("empty field: instances")
+        first = instances[0]
+        if not isinstance(first, dict):
+            raise _Reject(f"mistyped field: instances[0] is {_type(first)}, expected an object")
+        extra = _optional_str(first, "input", "instances[0].input")
+        prompt = f"{prompt}\n\n{extra}" if extra.strip() else prompt
+        out.update(prompt=prompt, completion=_required_str(first, "output", "instances[0].output"))
+        return
+    raise _Reject(f"missing field: completion (expected one of {', '.join(COMPLETION_FIELDS)})")
+
+
+def _final_reply(value: object, name: str) -> tuple[list[tuple[str, str, str]], str]:
+    """A preference side as (turns before the reply, reply): plain text, or a chat list ending in the reply."""
+    if isinstance(value, str):
+        return [], value
+    if not isinstance(value, list):
+        raise _Reject(f"mistyped field: {name} is {_type(value)}, expected string or list of turns")
+    turns = _turns(value, name)
+    if turns[-1][1] != "assistant":
+        raise _Reject(f"bad role order: {name} does not end with an assistant turn")
+    return turns[:-1], turns[-1][2]
+
+
+def _hh_dialogue(chosen: str, rejected: str) -> tuple[list[tuple[str, str, str]], str, str]:
+    """Split an hh-rlhf pair: the shared text up to its last "\\n\\nAssistant:" is the dialogue so far.
+
+    The common prefix (not each side's own last marker) decides: a reply may itself contain
+    "\\n\\nAssistant:" or "Human:", and the two replies may share their first words.
+    """
+    cut = os.path.commonprefix([chosen, rejected]).rfind(HH_ASSISTANT)
+    if cut < 0:
+        if HH_ASSISTANT in chosen and HH_ASSISTANT in rejected:
+            raise _Reject("preference mismatch: chosen and rejected share no dialogue before their replies")
+        raise _Reject("missing field: prompt (chosen/rejected are neither chat lists nor "
+                      "'\\n\\nHuman: ... \\n\\nAssistant: ...' dialogues)")
+    parts = _HH_TURN.split(chosen[:cut])
+    if parts[0].strip():
+        raise _Reject("malformed dialogue: text before the first '\\n\\nHuman:' turn")
+    turns = []
+    for k, (speaker, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True)):
+        role = "user" if speaker == "Human" else "assistant"
+        if not text.strip():
+            raise _Reject(f"empty turn: dialogue turn {k} ({speaker})")
+        turns.append((f"dialogue turn {k}", role, text.strip()))
+    replies = []
+    for side, text in (("chosen", chosen), ("rejected", rejected)):
+        reply = text[cut + len(HH_ASSISTANT):].strip()
+        if not reply:
+            raise _Reject(f"empty turn: the final Assistant turn of {side}")
+        replies.append(reply)
+    return turns, replies[0], replies[1]
+
+
+def _preference(obj: dict, out: dict) -> None:
+    for side in ("chosen", "rejected"):
+        if side not in obj:
+            raise _Reject(f"missing field: {side}")
+    if "prompt" in obj:
+        prompt = obj["prompt"]
+        if isinstance(prompt, str):
+            dialogue = [("prompt", "user", prompt)]
+        elif isinstance(prompt, list):
+            dialogue = _turns(prompt, "prompt")
+        else:
+            raise _Reject(f"mistyped field: prompt is {_type(prompt)}, expected string or list of turns")
+        _, chosen = _final_reply(obj["chosen"], "chosen")
+        _, rejected = _final_reply(obj["rejected"], "rejected")
+    elif isinstance(obj["chosen"], str) and isinstance(obj["rejected"], str):
+        dialogue, chosen, rejected = _hh_dialogue(obj["chosen"], obj["rejected"])
+    else:
+        # Implicit prompt (TRL's format): both sides are whole conversations sharing all but the last turn.
+        dialogue, chosen = _final_reply(obj["chosen"], "chosen")
+        other, rejected = _final_reply(obj["rejected"], "rejected")
+        if [t[1:] for t in dialogue] != [t[1:] for t in other]:
+            raise _Reject("preference mismatch: chosen and rejected differ before the final assistant turn")
+        if not dialogue:
+            raise _Reject("missing field: prompt (chosen/rejected hold only the reply)")
+    system, history, [(_, _, prompt_text)] = _split_dialogue(dialogue, "prompt", ends_with="user")
+    out.update(kind="preference", system=system, history=history, prompt=prompt_text,
+               chosen=chosen, rejected=rejected)
+
+
+def parse_record(obj: object) -> tuple[dict | None, str | None]:
+    """Return (canonical fields, None) for a usable object or (None, reason) for a rejected one.
+
+    The fields are kind, prompt, completion, system, history (JSON text), chosen, rejected and db_id.
+    """
+    try:
+        if not isinstance(obj, dict):
+            raise _Reject(f"not a JSON object: got {_type(obj)}")
+        out: dict = {"kind": "sft", "prompt": "", "completion": "", "system": "", "history": [],
+                     "chosen": "", "rejected": ""}
+        if "chosen" in obj or "rejected" in obj:
+            _preference(obj, out)
+        elif any(name in obj for name in CHAT_FIELDS):
+            _chat(obj, out)
+        else:
+            _pair(obj, out)
+        if not out["system"]:
+            # A top-level system field, as some instruction sets carry it; a leading system turn wins.
+            out["system"] = _optional_str(obj, "system")
+        db_name, db_id = _pick(obj, DB_FIELDS)
+        out["db_id"] = "" if db_id is None else _required_str(obj, db_name)
+        texts = [(k, v) for k, v in out.items() if isinstance(v, str)]
+        texts += [(f"history[{i}]", turn["content"]) for i, turn in enumerate(out["history"])]
+        for name, text in texts:
+            if "\x00" in text:
+                raise _Reject(f"NUL byte: in field {name}")
+    except _Reject as exc:
+        return None, str(exc)
+    out["history"] = json.dumps(out["history"], ensure_ascii=False)
+    return out, None
+
+
 def parse_line(line: str) -> tuple[dict | None, str | None]:
-    """Return (fields, None) for a usable line or (None, reason) for a rejected one."""
+    """Parse one JSON Lines line (see ``parse_record``)."""
     try:
         obj = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
         return None, f"malformed JSON: {exc.msg} at column {exc.colno}"
-    if not isinstance(obj, dict):
-        return None, f"not a JSON object: got {type(obj).__name__}"
-    fields = {}
-    for role, names in (("prompt", PROMPT_FIELDS), ("completion", COMPLETION_FIELDS)):
-        name, value = _pick(obj, names)
-        if name is None:
-            return None, f"missing field: {role} (expected one of {', '.join(names)})"
-        if not isinstance(value, str):
-            return None, f"mistyped field: {name} is {type(value).__name__}, expected string"
-        fields[role] = value
-    db_id = obj.get("db", obj.get("db_id", DEFAULT_DB_ID))
-    fields["db_id"] = db_id if isinstance(db_id, str) else DEFAULT_DB_ID
-    return fields, None
+    return parse_record(obj)
 
 
-def ingest_drops(paths: list[Path]) -> IngestResult:
-    """Ingest JSONL drop files in the given order.
+# --- readers: one item per row seen ----------------------------------------------------------------
 
-    The drop id is the file's stem; a record id is ``<drop_id>:<line_no>`` so it
-    names exactly where the row came from.
+
+def _invalid_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    return f"invalid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+
+
+def _wide_bom(head: bytes) -> str | None:
+    if head.startswith(_WIDE_BOMS):
+        return "unsupported encoding: UTF-16/UTF-32 byte order mark (save the file as UTF-8)"
+    return None
+
+
+def _sized(line_no: int, obj: object, max_bytes: int) -> _Row:
+    """A parsed row from JSON/CSV/Parquet, its size measured as compact JSON."""
+    raw = json.dumps(obj, ensure_ascii=False, default=str)
+    size = len(raw.encode("utf-8", errors="replace"))
+    if size > max_bytes:
+        return line_no, None, raw[:_PREVIEW_READ], f"huge record: {size} bytes > {max_bytes}"
+    return line_no, obj, raw[:_PREVIEW_READ], None
+
+
+def _jsonl_rows(lines: Iterable[bytes], stats: Counter, max_bytes: int) -> Iterator[_Row]:
+    for line_no, raw_line in enumerate(lines, start=1):
+        if line_no == 1:
+            if reason := _wide_bom(raw_line):
+                yield 0, None, "", reason
+                return
+            if raw_line.startswith(codecs.BOM_UTF8):
+                raw_line = raw_line[len(codecs.BOM_UTF8):]  # editors on Windows write one
+        if not raw_line.strip():
+            stats["blank"] += 1
+            continue
+        preview = raw_line[:_PREVIEW_READ].decode("utf-8", errors="replace").rstrip("\r\n")
+        if len(raw_line) > max_bytes:
+            yield line_no, None, preview, f"huge record: {len(raw_line)} bytes > {max_bytes}"
+            continue
+        if (nul := raw_line.find(b"\x00")) >= 0:
+            yield line_no, None, preview.replace("\x00", "\\x00"), f"NUL byte: at offset {nul}"
+            continue
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield line_no, None, preview, _invalid_utf8(raw_line, exc)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield line_no, None, preview, f"malformed JSON: {exc.msg} at column {exc.colno}"
+            continue
+        yield line_no, obj, preview, None
+
+
+def _read_jsonl(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
+    seen = 0
+    try:
+        with opener(path) as handle:
+            for row in _jsonl_rows(handle, stats, max_bytes):
+                seen += 1
+                yield row
+    except (OSError, EOFError, zlib.error) as exc:
+        # A truncated gzip stream fails mid-file: the rows before it stand, the failure is one more row.
+        seen += 1
+        yield 0, None, "", f"unreadable file: {type(exc).__name__}: {exc}"
+    if not seen:
+        yield 0, None, "", "empty file"
+
+
+def _read_text(path: Path, opener: Callable) -> tuple[str | None, _Row | None]:
+    """The whole file as text, or the one row that rejects it (empty, unreadable, not UTF-8)."""
+    try:
+        with opener(path) as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        return None, (0, None, "", f"unreadable file: {type(exc).__name__}: {exc}")
+    if reason := _wide_bom(data[:4]):
+        return None, (0, None, "", reason)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    if not data.strip():
+        return None, (0, None, "", "empty file")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        preview = data[:_PREVIEW_READ].decode("utf-8", errors="replace")
+        return None, (0, None, preview, _invalid_utf8(data, exc))
+
+
+def _read_json(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
+    text, rejected = _read_text(path, opener)
+    if text is None:
+        yield rejected
+        return
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            # JSON Lines saved as .json (common in dataset dumps): read it line by line.
+            yield from _jsonl_rows(text.encode().splitlines(keepends=True), stats, max_bytes)
+            return
+        reason = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        if "\x00" in text:
+            reason = f"NUL byte: at offset {text.index(chr(0))} ({reason})"
+        yield 0, None, text[:_PREVIEW_READ], reason
+        return
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        yield 0, None, text[:_PREVIEW_READ], f"not a JSON object or array: got {_type(doc)}"
+        return
+    if not doc:
+        yield 0, None, text[:_PREVIEW_READ], "empty file: the JSON array has no elements"
+        return
+    for index, obj in enumerate(doc, start=1):
+        yield _sized(index, obj, max_bytes)
+
+
+def _read_csv(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
+    text, rejected = _read_text(path, opener)
+    if text is None:
+        yield rejected
+        return
+    # The csv module, not pandas: a ragged or badly quoted row costs that row, not the whole file.
+    # Its field limit is process-wide; raise it so only max_record_bytes decides what is too big.
+    csv.field_size_limit(max(csv.field_size_limit(), max_bytes + 1))
+    # Not strict: a stray quote inside a quoted field (sql_eval has one) is read the way pandas and
+    # spreadsheets read it; a row that comes out with the wrong number of fields is still caught below.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        yield 0, None, text[:_PREVIEW_READ], "malformed CSV: no header row"
+        return
+    duplicates = [h for h, n in Counter(header).items() if n > 1]
+    if duplicates:
+        yield 0, None, text[:_PREVIEW_READ], f"malformed CSV: duplicate column {duplicates[0]!r} in header"
+        return
+    row_no = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row_no += 1
+            yield row_no, None, "", f"malformed CSV: {exc} (physical line {reader.line_num})"
+            continue
+        if not any(v.strip() for v in values):
+            stats["blank"] += 1
+            continue
+        row_no += 1
+        if len(values) != len(header):
+            yield (row_no, None, ",".join(values)[:_PREVIEW_READ],
+                   f"malformed CSV: row has {len(values)} fields, header has {len(header)}")
+            continue
+        yield _sized(row_no, dict(zip(header, values, strict=True)), max_bytes)
+    if not row_no:
+        yield 0, None, text[:_PREVIEW_READ], "empty file: header only, no data rows"
+
+
+def _read_parquet(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
+    import pyarrow.parquet as pq
+
+    row_no = 0
+    try:
+        # Batches keep memory flat; to_pylist gives plain dicts and lists (pandas would give numpy arrays).
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for obj in batch.to_pylist():
+                row_no += 1
+                yield _sized(row_no, obj, max_bytes)
+    except Exception as exc:  # pyarrow raises many types; any of them means "unreadable"
+        row_no += 1
+        yield (0 if row_no == 1 else row_no), None, "", f"unreadable Parquet: {type(exc).__name__}: {exc}"
+        return
+    if not row_no:
+        yield 0, None, "", "empty file: the Parquet file has no rows"
+
+
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+
+
+def drop_format(path: Path) -> tuple[str | None, str, bool]:
+    """(reader name or None, drop id, gzipped) from the file name: ``a.jsonl.gz`` -> ("jsonl", "a", True)."""
+    name = path.name
+    gzipped = name.lower().endswith(".gz")
+    base = name[:-3] if gzipped else name
+    for suffix, fmt in FORMATS.items():
+        if base.lower().endswith(suffix) and not (gzipped and fmt == "parquet"):
+            return fmt, base[: -len(suffix)], gzipped
+    return None, Path(base).stem, gzipped
+
+
+def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> IngestResult:
+    """Ingest drop files in the given order.
+
+    The drop id is the file name without its format suffix; a record id is ``<drop_id>:<line_no>`` so
+    it names exactly where the row came from. ``line_no`` is the 1-based line (JSONL), element (JSON
+    array) or data row (CSV, Parquet); 0 marks a quarantine row that stands for a whole file.
     """
+    paths = [Path(p) for p in paths]
     rows: list[dict] = []
     rejected: list[dict] = []
-    lines_read = blank = 0
+    stats: Counter = Counter()
+    formats: dict[str, str] = {}
+    seen = 0
     for path in paths:
-        drop_id = path.stem
-        with path.open("rb") as handle:
-            for line_no, raw_line in enumerate(handle, start=1):
-                where = {"drop_id": drop_id, "source_file": str(path), "line_no": line_no}
-                if line_no == 1 and raw_line.startswith(codecs.BOM_UTF8):
-                    raw_line = raw_line[len(codecs.BOM_UTF8):]  # editors on Windows write one
-                if not raw_line.strip():
-                    blank += 1
-                    continue
-                lines_read += 1
-                try:
-                    line = raw_line.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    fields, reason = None, f"invalid UTF-8: byte 0x{raw_line[exc.start]:02x} at offset {exc.start}"
-                    line = raw_line.decode("utf-8", errors="replace")
-                else:
-                    fields, reason = parse_line(line)
-                if reason is not None:
-                    preview = redact_pii(line.rstrip("\r\n")[:RAW_PREVIEW_CHARS], Counter())
-                    rejected.append({**where, "stage": "ingest", "reason": reason, "raw": preview})
-                    continue
-                rows.append({"record_id": f"{drop_id}:{line_no}", **where, **fields})
-    return IngestResult(records_frame(rows), quarantine_frame(rejected), lines_read, blank,
-                        [str(p) for p in paths])
+        fmt, drop_id, gzipped = drop_format(path)
+        if fmt is None:
+            items: Iterable[_Row] = [(0, None, "", f"unsupported file type: {path.name!r} (expected "
+                                      f"{', '.join(FORMATS)}, optionally .gz)")]
+        else:
+            formats[str(path)] = fmt + (".gz" if gzipped else "")
+            opener = (lambda p: gzip.open(p, "rb")) if gzipped else (lambda p: open(p, "rb"))
+            items = _READERS[fmt](path, opener, stats, max_record_bytes)
+        for line_no, obj, preview, reason in items:
+            seen += 1
+            where = {"drop_id": drop_id, "source_file": str(path), "line_no": line_no}
+            fields = None
+            if reason is None:
+                fields, reason = parse_record(obj)
+            if reason is not None:
+                # Previews are redacted: quarantine must not become the place PII survives.
+                preview = redact_pii(preview[:_PREVIEW_READ], Counter())[:RAW_PREVIEW_CHARS]
+                rejected.append({**where, "stage": "ingest", "reason": reason, "raw": preview})
+                continue
+            rows.append({"record_id": f"{drop_id}:{line_no}", **where, **fields})
+    return IngestResult(records_frame(rows), quarantine_frame(rejected), seen, stats["blank"],
+                        [str(p) for p in paths], formats)

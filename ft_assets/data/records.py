@@ -5,21 +5,52 @@ from __future__ import annotations
 import pandas as pd
 
 # One row per example, whatever shape it arrived in.
-RECORD_COLUMNS = ["record_id", "drop_id", "source_file", "line_no", "prompt", "completion", "db_id"]
+#   kind        "sft" (prompt -> completion) or "preference" (prompt -> chosen vs rejected)
+#   prompt      the final user message
+#   completion  the final assistant message of an sft example ("" for preference rows)
+#   system      the system prompt, "" if none
+#   history     json.dumps of the turns before the final user message: [{"role", "content"}, ...]
+#   chosen/rejected  the two final assistant messages of a preference pair ("" for sft rows)
+#   db_id       the database a text-to-SQL example targets, "" if the row names none
+RECORD_COLUMNS = ["record_id", "drop_id", "source_file", "line_no", "kind", "prompt", "completion", "system",
+                  "history", "chosen", "rejected", "db_id"]
 # One row per rejected input, with the stage that rejected it and why.
 QUARANTINE_COLUMNS = ["drop_id", "source_file", "line_no", "stage", "reason", "raw"]
+
+KINDS = ("sft", "preference")
+# What a column holds when a row (or an older artifact) does not carry it.
+RECORD_DEFAULTS = {"kind": "sft", "history": "[]", "line_no": 0}
 
 RAW_PREVIEW_CHARS = 500
 
 
-def records_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+def _typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """line_no int64, every other column str: empty frames and parquet round trips keep one schema."""
+    for column in columns:
+        if column == "line_no":
+            continue
+        frame[column] = frame[column].fillna(RECORD_DEFAULTS.get(column, "")).astype("str")
     return frame.astype({"line_no": "int64"})
+
+
+def records_frame(rows: list[dict]) -> pd.DataFrame:
+    """Canonical records; a row may leave out columns (older producers do): they get their defaults."""
+    frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    return _typed(frame, RECORD_COLUMNS)
+
+
+def ensure_record_columns(records: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every canonical column present (records written before a column existed lack it)."""
+    frame = records.copy()
+    for column in RECORD_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = RECORD_DEFAULTS.get(column, "")
+    return frame
 
 
 def quarantine_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)
-    return frame.astype({"line_no": "int64"})
+    return _typed(frame, QUARANTINE_COLUMNS)
 
 
 def reason_counts(quarantine: pd.DataFrame) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 
@@ -20,12 +21,18 @@ def is_eval(prompt: str, completion: str, eval_fraction: float, salt: str = "") 
 
 
 def to_chat_example(row: dict) -> dict:
-    """A conversational prompt/completion example, the format trl's SFTTrainer takes."""
-    system = SYSTEM_PROMPTS.get(row["db_id"], "Answer with one SQL query.")
+    """A conversational prompt/completion example, the format trl's SFTTrainer takes.
+
+    The system turn is the schema of a known database, else the record's own
+    system prompt, else none; earlier turns of a chat come before the last user turn.
+    """
+    system = SYSTEM_PROMPTS.get(row.get("db_id", "")) or row.get("system") or ""
+    history = json.loads(row.get("history") or "[]")
+    prompt = ([{"role": "system", "content": system}] if system else []) + history
     return {
         "record_id": row["record_id"],
-        "db_id": row["db_id"],
-        "prompt": [{"role": "system", "content": system}, {"role": "user", "content": row["prompt"]}],
+        "db_id": row.get("db_id", ""),
+        "prompt": prompt + [{"role": "user", "content": row["prompt"]}],
         "completion": [{"role": "assistant", "content": row["completion"]}],
     }
 
