@@ -132,6 +132,9 @@ def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_r
     )
 
 
+MIN_REFERENCE_WORDS = 4
+
+
 class SftDatasetConfig(Config):
     eval_fraction: float = 0.12
     split_salt: str = ""
@@ -149,7 +152,9 @@ def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, dedupe
     references = [(r["prompt"][-1]["content"], f"eval:{r['record_id']}") for r in evaluation]
     if config.benchmark_files:
         bench = ingest_drops([Path(f) for f in config.benchmark_files]).records
-        references += [(p, f"benchmark:{rid}") for p, rid in zip(bench["prompt"], bench["record_id"], strict=True)]
+        # A short reference (a one-word prompt) would flag every train text containing that word.
+        references += [(p, f"benchmark:{rid}") for p, rid in zip(bench["prompt"], bench["record_id"], strict=True)
+                       if len(p.split()) >= MIN_REFERENCE_WORDS]
     hits = contaminated([r["prompt"][-1]["content"] for r in train], [t for t, _ in references],
                         config.decontamination_ngram)
     removed = [{**train[i], "matched_ngram": gram, "matched": references[j][1]} for i, j, gram in hits]

@@ -1,11 +1,15 @@
 """Near-duplicate detection: MinHash signatures, LSH banding, exact Jaccard verification.
 
-Everything per token runs in numpy: the texts are joined into one byte buffer,
-word boundaries come from a byte lookup table, each word is hashed from its
-bytes in a few vectorized passes, and word n-gram ("shingle") hashes come from
-polynomial prefix sums. Python-level work is per document or per candidate
-pair, never per token, which is what makes this several times faster than
-building shingle strings and feeding them to a per-document MinHash object.
+Everything per token runs in numpy: each batch of texts is joined into one byte
+buffer, word boundaries come from a byte translation table, each word is hashed
+from its bytes in a few vectorized passes, and word n-gram ("shingle") hashes
+come from polynomial prefix sums. Python-level work is per document, per batch
+or per candidate pair, never per token: building shingle strings in Python is
+what bounds per-document MinHash libraries.
+
+Candidates from LSH are verified with the exact Jaccard of the two 64-bit
+shingle-hash sets, so reported pairs are true near-duplicates and the banding
+can favour recall.
 
 Tokenization: lowercase, split on non-word characters (``\\w`` as in ``re``).
 ASCII texts take the byte path directly; other texts are first rewritten as
@@ -234,53 +238,71 @@ def choose_bands(threshold: float, num_perm: int, target_recall: float = 0.999) 
     return best
 
 
-def _candidate_pairs(sig: np.ndarray, active: np.ndarray, bands: int, rows: int, seed: int) -> np.ndarray:
-    """Unique (i, j), i < j, sharing a band bucket.
+def _unique(a: np.ndarray) -> np.ndarray:
+    """Sorted unique values: sort-based, several times faster here than np.unique's hash-based path."""
+    a = np.sort(a)
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
 
-    Within a bucket (in index order) each member pairs with the first member and with its
-    ``_BUCKET_WINDOW`` predecessors: every pair in buckets up to that size, O(n) pairs in a big
-    bucket rather than O(n^2). Pairing with the predecessor only is not enough: a bucket
-    [a, b, c, d] where only (b, d) is a near-duplicate would lose it.
+
+def _candidate_pairs(
+    sig: np.ndarray, active: np.ndarray, bands: int, rows: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (i, j), i < j, sharing a band bucket, as (first-pass pairs, second-pass pairs).
+
+    Within a bucket (in index order) each member pairs with the bucket's first member and its
+    predecessor (first pass), then with its other predecessors up to ``_BUCKET_WINDOW`` back
+    (second pass): every pair in buckets up to that size, O(n) pairs in a big one rather than
+    O(n^2). The predecessor alone is not enough: in a bucket [a, b, c, d] where only (b, d) is a
+    near-duplicate, it would be lost. The second pass is only checked across clusters the first
+    pass left apart, which keeps big buckets of copies cheap.
     """
     idx = np.flatnonzero(active)
     n = sig.shape[1]
     mult = np.random.default_rng(seed + 1).integers(1, 2**63, size=rows, dtype=np.uint64) * _U64(2) + _U64(1)
-    found = []
+    first, second = [], []
     for band in range(bands):
         part = sig[band * rows : (band + 1) * rows][:, idx].astype(np.uint64)
         key = (part * mult[:, None]).sum(axis=0)  # wraps mod 2**64; a collision only adds a candidate
         order = np.argsort(key, kind="stable")  # stable: members stay in index order
         k, docs = key[order], idx[order]
-        same = k[1:] == k[:-1]
-        if not same.any():
+        same = np.flatnonzero(k[1:] == k[:-1]) + 1  # positions whose predecessor is in their bucket
+        if len(same) == 0:
             continue
-        for offset in range(1, min(_BUCKET_WINDOW, len(k) - 1) + 1):
+        group_start = np.zeros(len(k), dtype=np.int64)
+        group_start[same] = -1
+        group_start = np.where(group_start == 0, np.arange(len(k)), 0)
+        np.maximum.accumulate(group_start, out=group_start)
+        first.append(docs[group_start[same]] * n + docs[same])
+        first.append(docs[same - 1] * n + docs[same])
+        for offset in range(2, min(_BUCKET_WINDOW, len(k) - 1) + 1):
             hit = np.flatnonzero(k[offset:] == k[:-offset])
             if len(hit) == 0:
                 break  # no bucket is bigger than offset
-            found.append(docs[hit] * n + docs[hit + offset])
-        pos = np.arange(1, len(k))
-        group_start = np.zeros(len(k), dtype=np.int64)
-        group_start[1:] = np.where(same, 0, pos)
-        np.maximum.accumulate(group_start, out=group_start)
-        member = pos[same]
-        found.append(docs[group_start[member]] * n + docs[member])
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    codes = np.unique(np.concatenate(found))
-    return np.stack([codes // n, codes % n], axis=1)
+            second.append(docs[hit] * n + docs[hit + offset])
+    first_codes = _unique(np.concatenate(first)) if first else np.empty(0, dtype=np.int64)
+    second_codes = _unique(np.concatenate(second)) if second else np.empty(0, dtype=np.int64)
+    second_codes = np.setdiff1d(second_codes, first_codes, assume_unique=True)
+    return tuple(np.stack([c // max(n, 1), c % max(n, 1)], axis=1) for c in (first_codes, second_codes))
 
 
 class _ShingleSets:
-    """Sorted unique shingle hashes of the few documents that reach verification, computed for those only."""
+    """Sorted unique shingle hashes of the documents that reach verification, computed for those only."""
 
     def __init__(self, texts: list[str], docs: np.ndarray, shingle_size: int) -> None:
         self.sets: dict[int, np.ndarray] = {}
         self.docs = docs.tolist()
-        for lo, hi in batches([texts[d] for d in docs.tolist()]):
-            shingles, offsets = _shingles([texts[d] for d in docs[lo:hi].tolist()], shingle_size)
-            for k, doc in enumerate(docs[lo:hi].tolist()):
-                self.sets[doc] = np.unique(shingles[offsets[k] : offsets[k + 1]])
+        for lo, hi in batches([texts[d] for d in self.docs]):
+            shingles, offsets = _shingles([texts[d] for d in self.docs[lo:hi]], shingle_size)
+            # One sort for the whole batch (by document, then hash) instead of np.unique per document.
+            doc = np.repeat(np.arange(hi - lo), np.diff(offsets))
+            order = np.lexsort((shingles, doc))
+            shingles = shingles[order]
+            keep = np.ones(len(shingles), dtype=bool)
+            keep[1:] = (shingles[1:] != shingles[:-1]) | (doc[1:] != doc[:-1])
+            shingles, doc = shingles[keep], doc[keep]
+            bounds = np.searchsorted(doc, np.arange(hi - lo + 1)).tolist()
+            for k, d in enumerate(self.docs[lo:hi]):
+                self.sets[d] = shingles[bounds[k] : bounds[k + 1]]
 
     def jaccard(self, i: int, j: int) -> float:
         a, b = self.sets[i], self.sets[j]
@@ -310,16 +332,18 @@ def find_near_duplicates(
     bands, rows = choose_bands(threshold, num_perm)
     # An all-max column is a text without words (a real signature has that with probability ~2**-32*num_perm).
     has_words = (sig != _MAX_U32).any(axis=0)
-    pairs = _candidate_pairs(sig, has_words, bands, rows, seed)
+    first, second = _candidate_pairs(sig, has_words, bands, rows, seed)
     # Cheap prefilter on the signature estimate, 5 standard deviations below the threshold: skips
     # exact work on bucket collisions that are nowhere near, at a negligible recall cost.
-    estimate = (sig[:, pairs[:, 0]] == sig[:, pairs[:, 1]]).mean(axis=0)
     margin = 5.0 * math.sqrt(threshold * (1.0 - threshold) / num_perm) + 1.0 / num_perm
-    pairs = pairs[estimate >= threshold - margin]
-    if len(pairs) == 0:
-        return []
 
-    sets = _ShingleSets(texts, np.unique(pairs), shingle_size)
+    def plausible(pairs: np.ndarray) -> np.ndarray:
+        return pairs[(sig[:, pairs[:, 0]] == sig[:, pairs[:, 1]]).mean(axis=0) >= threshold - margin]
+
+    first = plausible(first)
+    if len(first) + len(second) == 0:
+        return []
+    sets = _ShingleSets(texts, _unique(np.concatenate([first.ravel(), second.ravel()])), shingle_size)
     parent = list(range(len(texts)))
 
     def find(x: int) -> int:
@@ -329,14 +353,21 @@ def find_near_duplicates(
         return x
 
     verified: dict[tuple[int, int], float] = {}
-    for i, j in pairs.tolist():
-        ri, rj = find(i), find(j)
-        if ri == rj:
-            continue  # already in one cluster: no need to pay for the exact check
-        sim = sets.jaccard(i, j)
-        if sim >= threshold:
-            verified[(i, j)] = sim
-            parent[max(ri, rj)] = min(ri, rj)  # the root is always the cluster's smallest index
+
+    def verify(pairs: np.ndarray) -> None:
+        for i, j in pairs.tolist():
+            ri, rj = find(i), find(j)
+            if ri == rj:
+                continue  # already in one cluster: no need to pay for the exact check
+            sim = sets.jaccard(i, j)
+            if sim >= threshold:
+                verified[(i, j)] = sim
+                parent[max(ri, rj)] = min(ri, rj)  # the root is always the cluster's smallest index
+
+    verify(first)
+    if len(second):
+        roots = np.array([find(x) for x in range(len(texts))])
+        verify(plausible(second[roots[second[:, 0]] != roots[second[:, 1]]]))
     result = []
     for j in sets.docs:  # only candidates can have joined a cluster
         root = find(j)
