@@ -41,7 +41,9 @@ def _validate(gx: GreatExpectationsResource, artifact_store: ArtifactStore, fram
 def _result(suite: SuiteResult, docs_index: str, **metadata) -> AssetCheckResult:
     failures = [f"{o.expectation}({', '.join(f'{k}={v}' for k, v in o.kwargs.items())}): "
                 f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} unexpected, "
-                f"e.g. {o.unexpected_examples[:3]}" for o in suite.failures()]
+                f"e.g. {o.unexpected_examples[:3]}"
+                + (f" in rows {', '.join(o.unexpected_record_ids[:5])}" if o.unexpected_record_ids else "")
+                for o in suite.failures()]
     return AssetCheckResult(
         passed=suite.success,
         severity=AssetCheckSeverity.ERROR,

@@ -25,6 +25,7 @@ class ExpectationOutcome:
     unexpected_count: int | None = None
     unexpected_examples: list = field(default_factory=list)
     observed_value: object = None
+    unexpected_record_ids: list = field(default_factory=list)  # which rows, when the frame has record_id
 
 
 @dataclass
@@ -38,12 +39,14 @@ class SuiteResult:
         return [o for o in self.outcomes if not o.success]
 
     def markdown(self) -> str:
-        lines = ["| expectation | column / args | ok | unexpected | examples |", "|---|---|---|---|---|"]
+        lines = ["| expectation | column / args | ok | unexpected | examples | rows |", "|---|---|---|---|---|---|"]
         for o in self.outcomes:
             args = ", ".join(f"{k}={v}" for k, v in o.kwargs.items() if k not in ("batch_id",))
-            examples = "; ".join(repr(x)[:60] for x in o.unexpected_examples[:3])
+            examples = "; ".join(repr(x)[:60] for x in o.unexpected_examples[:3]).replace("|", "\\|")
+            rows = ", ".join(o.unexpected_record_ids[:5])
             lines.append(f"| {o.expectation} | {args} | {'yes' if o.success else 'NO'} | "
-                         f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} | {examples} |")
+                         f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} | {examples} "
+                         f"| {rows} |")
         return "\n".join(lines)
 
 
@@ -157,8 +160,11 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+    result_format_config: dict = {"result_format": result_format}
+    if "record_id" in frame.columns:
+        result_format_config["unexpected_index_column_names"] = ["record_id"]
     checkpoint = context.checkpoints.add(gx.Checkpoint(name=suite_name, validation_definitions=[definition],
-                                                       actions=actions, result_format={"result_format": result_format}))
+                                                       actions=actions, result_format=result_format_config))
     result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
     outcomes = []
     for r in result.results:
@@ -169,6 +175,8 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
             unexpected_count=details.get("unexpected_count"),
             unexpected_examples=list(details.get("partial_unexpected_list") or [])[:10],
             observed_value=details.get("observed_value"),
+            unexpected_record_ids=[row["record_id"] for row in (details.get("unexpected_index_list") or [])
+                                   if isinstance(row, dict) and "record_id" in row][:20],
         ))
     return SuiteResult(suite_name, bool(result.success), outcomes,
                        docs_index=str(Path(docs_dir) / "index.html") if docs_dir else None)

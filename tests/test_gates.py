@@ -38,6 +38,7 @@ def test_clean_suite_names_the_failing_expectation_and_rows():
     failed = {f.expectation: f for f in result.failures()}
     assert set(failed) == {"expect_column_values_to_be_in_set", "expect_column_values_to_not_match_regex"}
     assert failed["expect_column_values_to_be_in_set"].unexpected_examples == ["email"]
+    assert failed["expect_column_values_to_be_in_set"].unexpected_record_ids == ["d:3"]
     assert "leak@example.com" in failed["expect_column_values_to_not_match_regex"].unexpected_examples[0]
 
 

@@ -106,6 +106,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
         report_json=MetadataValue.path(str(artifact.path / "report.json")),
         report_html=MetadataValue.path(str(artifact.path / "report.html")),
         eval_table=MetadataValue.md(table),
+        report=MetadataValue.md(markdown_report(report)),
         gates=MetadataValue.md("\n".join(["| gate | passed | value | threshold |", "|---|---|---|---|"] + [
             f"| {g.name} | {'yes' if g.passed else 'NO'} | {g.value} | {g.threshold} |" for g in gates])),
         gates_passed=all(g.passed for g in gates),
