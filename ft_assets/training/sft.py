@@ -122,3 +122,8 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
     (out / "train_history.json").write_text(json.dumps(history))
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def run_task(params: dict, on_log: Callable[[dict], None]) -> dict:
+    """The worker's entry point for ``task="sft"``."""
+    return train_sft(SFTParams.from_dict(params), on_log=on_log)

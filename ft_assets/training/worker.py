@@ -1,39 +1,64 @@
 """The training worker: ``python -m ft_assets.training.worker``.
 
-Launched by the ``sft_adapter`` asset through Dagster Pipes, it streams every
-logged step (loss, learning rate, grad norm, tokens/s) back into the run and
-reports the final summary. Run by hand it takes a JSON params file:
+Launched by the training assets through Dagster Pipes (directly, or under the
+``deepspeed`` / ``torchrun`` launcher), it streams every logged step (loss,
+learning rate, grad norm, tokens/s, peak memory) back into the run and reports
+the final summary. ``params["task"]`` picks the trainer: ``sft`` (default) or
+``dpo``. Run by hand it takes a JSON params file:
 ``python -m ft_assets.training.worker params.json``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 
-from ft_assets.training.sft import SFTParams, train_sft
+# task name -> "module:function"; each function takes (params: dict, on_log) and returns a summary dict.
+TASKS = {
+    "sft": "ft_assets.training.sft:run_task",
+    "dpo": "ft_assets.training.dpo:run_task",
+}
+
+
+def task_function(task: str) -> Callable[[dict, Callable[[dict], None]], dict]:
+    if task not in TASKS:
+        raise ValueError(f"unknown training task {task!r}; known: {sorted(TASKS)}")
+    module, name = TASKS[task].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def main() -> None:
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
-        params = SFTParams.from_dict(json.loads(open(sys.argv[1]).read()))
-        print(json.dumps(train_sft(params, on_log=lambda r: print(json.dumps(r), flush=True)), default=str))
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ or not _is_main_rank():
+        # By hand, or a non-zero rank of a distributed launch: the params file is argv[1], and
+        # only rank 0 talks to Dagster (the launcher gives every rank the same command line).
+        params = json.loads(open(sys.argv[1]).read())
+        run = task_function(params.get("task", "sft"))
+        summary = run(params, lambda r: print(json.dumps(r), flush=True) if _is_main_rank() else None)
+        if _is_main_rank():
+            print(json.dumps(summary, default=str))
         return
     with open_dagster_pipes() as pipes:
-        params = SFTParams.from_dict(pipes.get_extra("params"))
+        params = pipes.get_extra("params")
+        max_steps = params.get("max_steps", "?")
 
         def stream(record: dict) -> None:
             pipes.log.info(
-                f"step {record['step']}/{params.max_steps} loss {record['loss']:.4f} "
-                f"lr {record['learning_rate']:.2e} grad_norm {record['grad_norm']:.3f} "
-                f"tokens/s {record['tokens_per_s']}"
+                f"step {record['step']}/{max_steps} loss {record['loss']:.4f} "
+                f"lr {record.get('learning_rate', 0.0):.2e} grad_norm {record.get('grad_norm', 0.0):.3f} "
+                f"tokens/s {record.get('tokens_per_s', 0.0)} peak_mem_mb {record.get('peak_memory_mb', 0)}"
             )
             pipes.report_custom_message({"kind": "train_step", **record})
 
-        summary = train_sft(params, on_log=stream)
+        summary = task_function(params.get("task", "sft"))(params, stream)
         pipes.report_custom_message({"kind": "train_summary", **summary})
 
 
