@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,28 @@ class ArtifactStore(ConfigurableResource):
 
     def latest(self, asset_name: str) -> Artifact | None:
         return latest(Path(self.root), asset_name)
+
+    def work_dir(self, asset_name: str, key: str) -> Path:
+        """A stable working folder for one materialization's inputs + config (checkpoints), never an artifact:
+        a second attempt with the same key finds what the first left there."""
+        path = Path(self.root) / asset_name / ".work" / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def remember(self, asset_name: str, key: str, artifact: Artifact) -> None:
+        """Record that ``key`` (a hash of inputs + config + code) produced ``artifact``."""
+        index = Path(self.root) / asset_name / ".keys"
+        index.mkdir(parents=True, exist_ok=True)
+        (index / key).write_text(json.dumps({"version": artifact.version, "path": str(artifact.path)}))
+
+    def lookup(self, asset_name: str, key: str) -> Artifact | None:
+        """The artifact ``key`` produced before, if it still exists."""
+        entry = Path(self.root) / asset_name / ".keys" / key
+        if not entry.is_file():
+            return None
+        data = json.loads(entry.read_text())
+        artifact = Artifact(Path(data["path"]), data["version"])
+        return artifact if (artifact.path / "card.json").is_file() else None
 
 
 class ArtifactIOManager(ConfigurableIOManager):

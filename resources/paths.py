@@ -28,3 +28,12 @@ def default_dvc_repo() -> str:
 
 def default_dvc_remote() -> str:
     return os.environ.get("FTOPS_DVC_REMOTE", str(Path(default_artifact_root()) / "dvc_remote"))
+
+
+def default_registry_path() -> str:
+    return os.environ.get("FTOPS_REGISTRY", str(ftops_home() / "registry.sqlite"))
+
+
+def default_mlflow_uri() -> str:
+    """MLflow's tracking store: a local SQLite file (MLflow's plain-file store is deprecated) unless configured."""
+    return os.environ.get("FTOPS_MLFLOW_URI", f"sqlite:///{ftops_home() / 'mlflow' / 'mlflow.db'}")

@@ -23,10 +23,9 @@ def load_variant(kind: str, model_dir: Path, base_dir: Path | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if kind == "adapter":
-        from peft import PeftModel
+        from ft_assets.models.merge import load_trained
 
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, model_dir)
+        model = load_trained(base_dir, model_dir)
     elif kind == "quantized":
         device_map = "auto" if torch.cuda.is_available() else "cpu"
         model = AutoModelForCausalLM.from_pretrained(model_dir, device_map=device_map)

@@ -97,13 +97,18 @@ def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model
         checks = verify_merge(base_model.path, sft_adapter.path, staging)
         (staging / "merge_check.json").write_text(json.dumps(checks["merge_check"], indent=2))
         (staging / "serving_check.json").write_text(json.dumps(checks["serving_check"], indent=2))
-        write_card(staging, build_card(name="merged_model", variant="merged", method=f"lora merge ({config.dtype})",
-                                       metrics=None, gates=[], **provenance))
+        method = f"{_trained_method(sft_adapter)} merge ({config.dtype})"
+        write_card(staging, build_card(name="merged_model", variant="merged", method=method, metrics=None, gates=[],
+                                       **provenance))
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(),
                                                         base_model=provenance["base_model"], **checks))
     return artifact_output(artifact, inputs, **info,
                            merge_check=MetadataValue.json(checks["merge_check"]),
                            serving_check=MetadataValue.json(checks["serving_check"]))
+
+
+def _trained_method(sft_adapter: Artifact) -> str:
+    return sft_adapter.card().get("training", {}).get("method", "lora")
 
 
 class QuantizeConfig(Config):

@@ -30,6 +30,20 @@ def task_function(task: str) -> Callable[[dict, Callable[[dict], None]], dict]:
     return getattr(importlib.import_module(module), name)
 
 
+def read_params(argv: list[str]) -> dict:
+    """The params: from the file among the arguments (launchers add flags such as ``--local_rank=0``), else
+    read-only from the Pipes context (a pod's non-zero ranks), without opening Pipes' message channel."""
+    files = [a for a in argv if not a.startswith("--")]
+    if files:
+        return json.loads(open(files[-1]).read())
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesDefaultContextLoader, PipesEnvVarParamsLoader
+
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
+        raise SystemExit("usage: python -m ft_assets.training.worker PARAMS.json")
+    with PipesDefaultContextLoader().load_context(PipesEnvVarParamsLoader().load_context_params()) as data:
+        return data["extras"]["params"]
+
+
 def _is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -40,7 +54,7 @@ def main() -> None:
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ or not _is_main_rank():
         # By hand, or a non-zero rank of a distributed launch: the params file is argv[1], and
         # only rank 0 talks to Dagster (the launcher gives every rank the same command line).
-        params = json.loads(open(sys.argv[1]).read())
+        params = read_params(sys.argv[1:])
         run = task_function(params.get("task", "sft"))
         summary = run(params, lambda r: print(json.dumps(r), flush=True) if _is_main_rank() else None)
         if _is_main_rank():
