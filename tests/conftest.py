@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests' training curves go to a throwaway MLflow store, not the demo's.
+os.environ.setdefault("FTOPS_MLFLOW_URI", f"sqlite:///{tempfile.mkdtemp(prefix='ftops-mlflow-')}/mlflow.db")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"

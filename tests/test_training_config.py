@@ -60,6 +60,9 @@ def test_mask_gate_catches_unmasked_prompt_missing_eos_and_truncation(scratch_mo
     short = check_chat_examples(tokenizer, [row], max_length=8)  # the prompt alone fills max_length
     assert not short.passed and "no token is trained" in short.problems[0].reason
 
+    cut = check_chat_examples(tokenizer, [row], max_length=len(ids) - 3)  # max_length cuts the reply
+    assert not cut.passed and "cut off at max_length" in cut.problems[0].reason
+
     shifted = [IGNORE_INDEX] * (len(labels) - 1) + [labels[-1]]  # only the last token trained
     assert not check_label_mask(tokenizer, [ids], [shifted], [reply]).passed
 

@@ -67,7 +67,7 @@ def _normalize(text: str) -> str:
 
 
 def check_label_mask(tokenizer, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
-                     replies: Sequence[str]) -> MaskReport:
+                     replies: Sequence[str], max_length: int | None = None) -> MaskReport:
     """Check each example: some but not all tokens trained, the trained tokens are the reply, EOS is trained."""
     eos_id = tokenizer.eos_token_id
     shares, problems = [], []
@@ -90,6 +90,10 @@ def check_label_mask(tokenizer, input_ids: Sequence[Sequence[int]], labels: Sequ
             problems.append(MaskProblem(i, "the trained span has holes: part of the reply is masked"))
             continue
         text = tokenizer.decode(trained, skip_special_tokens=True)
+        if max_length and len(ids) >= max_length and _normalize(reply).startswith(_normalize(text)):
+            problems.append(MaskProblem(i, f"the reply is cut off at max_length={max_length} tokens, so its end and "
+                                           "EOS are never trained: raise max_length or drop long examples"))
+            continue
         if _normalize(reply) not in _normalize(text):
             problems.append(MaskProblem(i, f"trained tokens {text[:80]!r} are not the reply {reply[:80]!r}"))
             continue
@@ -114,7 +118,7 @@ def check_chat_examples(tokenizer, rows: Sequence[dict], max_length: int | None 
     rows = list(rows)[:limit] if limit else list(rows)
     pairs = [tokenize_prompt_completion(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
     replies = [r["completion"][-1]["content"] for r in rows]
-    return check_label_mask(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], replies)
+    return check_label_mask(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], replies, max_length)
 
 
 class LabelMaskError(ValueError):

@@ -175,7 +175,7 @@ def _gate_label_mask(trainer, tokenizer, rows: list[dict], params: SFTParams) ->
     else:
         prepared = trainer.train_dataset.select(range(min(sample, len(trainer.train_dataset))))
         replies = [r["completion"][-1]["content"] for r in rows[:len(prepared)]]
-        report = check_label_mask(tokenizer, prepared["input_ids"], prepared["labels"], replies)
+        report = check_label_mask(tokenizer, prepared["input_ids"], prepared["labels"], replies, params.max_length)
         if len(trainer.train_dataset) < len(rows):
             raise LabelMaskError(f"the trainer dropped {len(rows) - len(trainer.train_dataset)} examples whose "
                                  "every token was masked: raise max_length or shorten the prompts")
