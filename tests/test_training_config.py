@@ -191,3 +191,15 @@ def test_kubernetes_pod_requests_gpus_and_renders_through_dagster_k8s():
     assert pod.spec.node_selector == {"gpu": "h100"} and pod.spec.restart_policy == "Never"
     with pytest.raises(ComputeConfigError, match="needs k8s_image"):
         k8s_pod_spec("", 1, "8", "64Gi")
+
+
+def test_training_assets_share_one_pool_limited_to_one_on_the_embedded_instance(tmp_path):
+    from dagster import DagsterInstance
+
+    from ft_assets.cli import DAGSTER_YAML
+    from ft_assets.training.assets import sft_adapter
+
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
+    instance = DagsterInstance.from_config(str(tmp_path))
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert sft_adapter.node_def.pool == "training"
