@@ -1,0 +1,134 @@
+"""The platform's training overhead: the same small SFT config run by a plain trl script and through the
+``sft_adapter`` asset (Dagster run, config validation, label-mask gate, Pipes streaming, MLflow, checkpoints),
+side by side in one run, alternating, each in a fresh process.
+
+Usage: python bench/train_overhead.py [--model scratch|smollm2] [--steps N] [--repeats N]
+The last line is a JSON object with ``plain_tokens_per_s``, ``platform_tokens_per_s`` and ``ratio``
+(target: ratio >= 0.95). Both figures are tokens trained / seconds of ``trainer.train()``-equivalent time:
+the plain script reads trl's own ``num_tokens`` and ``train_runtime``; the platform's asset reports the tokens it
+trained over the time from the trainer's start to the end of saving, so its own per-step costs count against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PLAIN_SCRIPT = r'''
+import json, sys, time
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+cfg = json.loads(sys.argv[1])
+rows = [json.loads(line) for line in open(cfg["train_path"])]
+rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+tokenizer = AutoTokenizer.from_pretrained(cfg["base_model_dir"])
+model = AutoModelForCausalLM.from_pretrained(cfg["base_model_dir"], dtype=torch.float32)
+args = SFTConfig(output_dir=cfg["output_dir"], max_steps=cfg["max_steps"],
+                 per_device_train_batch_size=cfg["per_device_train_batch_size"], learning_rate=cfg["learning_rate"],
+                 lr_scheduler_type="linear", warmup_steps=min(5, cfg["max_steps"] // 10), logging_steps=1,
+                 save_strategy="no", report_to=[], seed=0, max_length=cfg["max_length"], completion_only_loss=True,
+                 gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
+lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
+trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                     peft_config=lora)
+started = time.perf_counter()
+trainer.train()
+trainer.save_model(cfg["output_dir"])
+seconds = time.perf_counter() - started
+tokens = trainer._total_train_tokens
+print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}))
+'''
+
+
+def build_inputs(work: Path, model: str) -> tuple[Path, Path]:
+    from ft_assets.data.split import to_chat_example
+    from ft_assets.data.text_to_sql import SCHEMA_SUMMARY, generate_clean_pairs
+    from ft_assets.models.base import ScratchSpec, from_gguf, from_scratch
+    from resources.paths import default_gguf_path
+
+    model_dir = work / "model"
+    if model == "smollm2":
+        from_gguf(default_gguf_path(), model_dir)
+    else:
+        corpus = [SCHEMA_SUMMARY] + [f"{q} {s}" for q, s in generate_clean_pairs(2000, seed=1)]
+        from_scratch(ScratchSpec(hidden_size=256, num_hidden_layers=4, vocab_size=2000, corpus=corpus), model_dir)
+    dataset = work / "sft_dataset"
+    dataset.mkdir()
+    rows = [to_chat_example({"record_id": f"r{i}", "db_id": "company", "prompt": q, "completion": s})
+            for i, (q, s) in enumerate(generate_clean_pairs(512, seed=3))]
+    (dataset / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return model_dir, dataset
+
+
+def run_plain(cfg: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", PLAIN_SCRIPT, json.dumps(cfg)], capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_platform(cfg: dict, model_dir: Path, dataset: Path, root: Path) -> dict:
+    from dagster import AssetKey, AssetMaterialization, AssetSpec, DagsterInstance, materialize
+
+    from ft_assets.training.assets import sft_adapter
+    from resources import ArtifactIOManager, ArtifactStore, TrainingCompute
+
+    instance = DagsterInstance.ephemeral()
+    for name, path in (("base_model", model_dir), ("sft_dataset", dataset)):
+        instance.report_runless_asset_event(AssetMaterialization(
+            asset_key=name, metadata={"path": str(path), "version": f"{name}-bench"}))
+    settings = {k: cfg[k] for k in ("max_steps", "per_device_train_batch_size", "learning_rate", "max_length",
+                                    "lora_r", "lora_alpha")}
+    result = materialize(
+        [sft_adapter, AssetSpec("base_model"), AssetSpec("sft_dataset")], instance=instance,
+        resources={"artifact_store": ArtifactStore(root=str(root)), "io_manager": ArtifactIOManager(),
+                   "training_compute": TrainingCompute(mlflow_tracking_uri=f"sqlite:///{root}/mlflow.db")},
+        run_config={"ops": {"sft_adapter": {"config": {**settings, "reuse_identical": False}}}})
+    assert result.success
+    metadata = instance.get_latest_materialization_event(AssetKey("sft_adapter")).asset_materialization.metadata
+    return {"tokens": metadata["train_tokens"].value, "seconds": metadata["train_seconds"].value,
+            "tokens_per_s": metadata["tokens_per_s"].value}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["scratch", "smollm2"], default="scratch")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ftops-train-overhead-"))
+    model_dir, dataset = build_inputs(work, args.model)
+    cfg = {"base_model_dir": str(model_dir), "train_path": str(dataset / "train.jsonl"), "max_steps": args.steps,
+           "per_device_train_batch_size": 8, "learning_rate": 1e-3, "max_length": 256, "lora_r": 16,
+           "lora_alpha": 32}
+    plain, platform = [], []
+    for i in range(args.repeats):  # alternate, so drift in machine load hits both alike
+        started = time.perf_counter()
+        plain.append(run_plain({**cfg, "output_dir": str(work / f"plain{i}")}))
+        platform.append(run_platform(cfg, model_dir, dataset, work / f"platform{i}"))
+        print(f"repeat {i + 1}: plain {plain[-1]['tokens_per_s']:.1f} tok/s ({plain[-1]['tokens']} tokens), "
+              f"platform {platform[-1]['tokens_per_s']:.1f} tok/s ({platform[-1]['tokens']} tokens), "
+              f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
+    plain_tps = statistics.median(r["tokens_per_s"] for r in plain)
+    platform_tps = statistics.median(r["tokens_per_s"] for r in platform)
+    print(json.dumps({"model": args.model, "steps": args.steps, "repeats": args.repeats,
+                      "plain_tokens_per_s": round(plain_tps, 1), "platform_tokens_per_s": round(platform_tps, 1),
+                      "ratio": round(platform_tps / plain_tps, 3)}))
+
+
+if __name__ == "__main__":
+    main()
