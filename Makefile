@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(FTOPS_HOME)/dagster_home
 export GX_ANALYTICS_ENABLED ?= false
 GGUF := $(FTOPS_HOME)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: install model demo test ui lint clean
+.PHONY: install model browser demo test ui lint clean
 
 # torch==2.13.0 is the CPU build on these machines; a looser pin pulls a CUDA build.
 # DeepSpeed builds no ops at install time (DS_BUILD_OPS=0); it JIT-builds what it needs.
@@ -24,10 +24,17 @@ $(GGUF): | $(VENV)/.installed
 
 model: $(GGUF)
 
+# tests/test_ui.py drives Debian's chromium through Playwright (never `playwright install`: no browser download).
+# As root on a fresh Debian machine (CI) this installs it; elsewhere the UI test skips unless FTOPS_REQUIRE_BROWSER.
+browser:
+	@test -x /usr/bin/chromium || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "make browser: /usr/bin/chromium missing and not root: apt-get install chromium for the UI test"; fi
+
 demo: install model
 	$(VENV)/bin/ftops demo
 
-test: install model
+test: install model browser
 	$(PY) -m pytest
 
 ui: install model
