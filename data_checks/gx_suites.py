@@ -138,6 +138,31 @@ def sft_split_suite(min_train_rows: int = 50, min_eval_rows: int = 10, eval_prom
     ]
 
 
+# Preference prompts may carry consecutive same-role turns in their history (hh-rlhf does), never a late system turn.
+PREFERENCE_ROLE_ORDER = r"^(system,)?(user,(user,|assistant,)*)?user,assistant$"
+
+
+def preference_split_suite(min_train_rows: int = 16, min_eval_rows: int = 2) -> list:
+    """DPO pairs, one row per pair with its ``split``, role sequence, shortest turn and ``same_reply``."""
+    import great_expectations.expectations as gxe
+
+    return [
+        *[gxe.ExpectColumnToExist(column=c) for c in ("record_id", "split", "prompt", "chosen", "rejected")],
+        gxe.ExpectColumnValuesToBeUnique(column="record_id"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="same_reply", value_set=[False]),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "eval"]),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "eval"]),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_train_rows + min_eval_rows),
+        gxe.ExpectColumnValuesToMatchRegex(column="roles", regex=PREFERENCE_ROLE_ORDER),
+        gxe.ExpectColumnValuesToBeBetween(column="shortest_turn_chars", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="in_both_splits", value_set=[False]),
+        gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
+    ]
+
+
 def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
                    result_format: str = "COMPLETE", docs_dir: str | None = None) -> SuiteResult:
     """Run ``expectations`` on ``frame`` in an ephemeral GX context; build Data Docs into ``docs_dir`` if given."""

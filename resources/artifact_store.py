@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    ConfigurableIOManager,
+    ConfigurableResource,
+    InputContext,
+    OutputContext,
+)
 
 from ft_assets.lineage.artifacts import Artifact, latest, publish, staged_artifact
 
@@ -64,14 +71,39 @@ class ArtifactIOManager(ConfigurableIOManager):
         if not isinstance(obj, Artifact):
             raise TypeError(f"{context.asset_key.to_user_string()} must return an Artifact, got {type(obj).__name__}")
 
-    def load_input(self, context: InputContext) -> Artifact:
+    def load_input(self, context: InputContext) -> Artifact | dict[str, Artifact]:
         key = context.asset_key
+        if context.has_asset_partitions and not context.has_partition_key:
+            # An unpartitioned asset reading a partitioned one (clean_records <- raw_records): every partition.
+            return _load_partitions(context, key, context.asset_partition_keys)
+        if context.has_asset_partitions:
+            partition = context.asset_partition_key
+            return _load_partitions(context, key, [partition])[partition]
         event = context.instance.get_latest_materialization_event(key)
         if event is None or event.asset_materialization is None:
             raise FileNotFoundError(f"{key.to_user_string()} has never been materialized: materialize it first")
-        metadata = event.asset_materialization.metadata
-        artifact = Artifact(Path(metadata["path"].value), str(metadata["version"].value))
-        if not artifact.path.is_dir():
-            raise FileNotFoundError(f"{key.to_user_string()} version {artifact.version} is recorded at "
-                                    f"{artifact.path}, which no longer exists")
-        return artifact
+        return _artifact(key.to_user_string(), event.asset_materialization.metadata)
+
+
+def _artifact(label: str, metadata: Mapping) -> Artifact:
+    artifact = Artifact(Path(metadata["path"].value), str(metadata["version"].value))
+    if not artifact.path.is_dir():
+        raise FileNotFoundError(f"{label} version {artifact.version} is recorded at {artifact.path}, which no "
+                                "longer exists")
+    return artifact
+
+
+def _load_partitions(context: InputContext, key: AssetKey, partition_keys: Sequence[str]) -> dict[str, Artifact]:
+    """The artifact of each partition's latest materialization, by partition key."""
+    wanted = list(partition_keys)
+    latest: dict[str, Mapping] = {}
+    for partition in wanted:  # one indexed query each: a partition's newest event may be far back in the log
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+        if records and records[0].asset_materialization is not None:
+            latest[partition] = records[0].asset_materialization.metadata
+    missing = [k for k in wanted if k not in latest]
+    if missing:
+        raise FileNotFoundError(f"{key.to_user_string()} partitions {', '.join(missing)} are registered but never "
+                                "materialized: materialize them (or delete the partitions) first")
+    return {k: _artifact(f"{key.to_user_string()}[{k}]", latest[k]) for k in wanted}

@@ -43,7 +43,8 @@ def test_different_seed_writes_different_drops(tmp_path):
 
 def test_drops_are_named_and_split_as_requested(tmp_path):
     paths = write_demo_drops(tmp_path, n_records=100, n_drops=4)
-    assert [p.name for p in paths] == [f"drop-{i:04d}.jsonl" for i in range(1, 5)]
+    # The SFT drops, then the preference-pair drop (see test_preference.py).
+    assert [p.name for p in paths] == [f"drop-{i:04d}.jsonl" for i in range(1, 5)] + ["preference-0001.jsonl"]
     assert all(p.read_text().strip() for p in paths)
     assert sum(len(p.read_text().splitlines()) for p in paths) >= 100
 

@@ -41,3 +41,10 @@ def test_unknown_version_says_which_exist(store, tmp_path):
     known = store.track("sft", _artifact(tmp_path / "a", "x\n"))
     with pytest.raises(KeyError, match=known):
         store.checkout("sft", "deadbeef")
+
+
+def test_many_versions_of_one_dataset(store, tmp_path):
+    """Retraining tracks version after version of the same dataset; each stays restorable."""
+    versions = [store.track("clean_records", _artifact(tmp_path / str(i), f"v{i}\n")) for i in range(4)]
+    assert len(set(versions)) == 4 and store.versions("clean_records") == sorted(versions)
+    assert (store.checkout("clean_records", versions[1]) / "records.jsonl").read_text() == "v1\n"

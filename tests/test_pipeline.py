@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from ft_assets.automation.ingest import ingest_present_drops
+from ft_assets.automation.sensors import ingest_drop
 from ft_assets.data.text_to_sql import write_demo_drops
 from ft_assets.definitions import all_assets, end_to_end, gates
 from resources import (
@@ -17,6 +19,7 @@ from resources import (
     DvcResource,
     GreatExpectationsResource,
     ModelGates,
+    ModelRegistry,
     RawDrops,
     TrainingCompute,
 )
@@ -35,18 +38,26 @@ SCRATCH_CONFIG = {
 
 
 def run_graph(tmp_path: Path, run_config: dict, n_records: int = 300, instance: DagsterInstance | None = None,
-              model_gates: ModelGates = LENIENT_GATES, asset_selection: list[AssetKey] | None = None):
+              model_gates: ModelGates = LENIENT_GATES, asset_selection: list[AssetKey] | None = None,
+              model_registry: ModelRegistry | None = None):
     drops = tmp_path / "drops"
     if not drops.exists():
         write_demo_drops(drops, n_records=n_records)
     defs = Definitions(
-        assets=all_assets, asset_checks=gates, jobs=[end_to_end],
+        assets=all_assets, asset_checks=gates, jobs=[ingest_drop, end_to_end],
         resources={"io_manager": ArtifactIOManager(), "artifact_store": ArtifactStore(root=str(tmp_path / "artifacts")),
                    "raw_drops": RawDrops(path=str(drops), demo_if_empty=False), "training_compute": TrainingCompute(),
                    "gx": GreatExpectationsResource(), "model_gates": model_gates,
+                   "model_registry": model_registry or ModelRegistry(path=str(tmp_path / "registry.sqlite")),
                    "dvc": DvcResource(repo_dir=str(tmp_path / "dvc"), remote_url=str(tmp_path / "dvc_remote"))},
     )
     instance = instance or DagsterInstance.ephemeral()
+    # Each drop is a raw_records partition with its own ingest run, as in `ftops demo`; a selection that names
+    # raw_records ingests the drops first, then runs the rest of the selection.
+    if not asset_selection or AssetKey("raw_records") in asset_selection:
+        assert all(r.success for r in ingest_present_drops(defs, instance)), "a drop failed to ingest"
+        if asset_selection:
+            asset_selection = [k for k in asset_selection if k != AssetKey("raw_records")]
     if asset_selection:
         run_config = {"ops": {k: v for k, v in run_config.get("ops", {}).items()
                               if AssetKey(k) in asset_selection}}
@@ -64,6 +75,18 @@ def path_of(instance: DagsterInstance, name: str) -> Path:
     return Path(materialization(instance, name).metadata["path"].value)
 
 
+def raw_partitions(instance: DagsterInstance) -> dict[str, dict]:
+    """Metadata of the latest materialization of each raw_records partition (one per drop)."""
+    from dagster import AssetRecordsFilter
+
+    out = {}
+    for key in instance.get_dynamic_partitions("raw_drops"):
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("raw_records"), asset_partitions=[key]), limit=1).records
+        out[key] = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    return out
+
+
 @pytest.fixture(scope="module")
 def scratch_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("pipeline")
@@ -75,7 +98,7 @@ def test_every_asset_materializes_with_versioned_artifacts(scratch_run):
     result, instance, tmp_path = scratch_run
     assert result.success
     names = ["raw_records", "clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter",
-             "merged_model", "quantized_model", "eval_report", "model_cards"]
+             "merged_model", "quantized_model", "eval_report", "model_cards", "preference_dataset", "dpo_adapter"]
     for name in names:
         mat = materialization(instance, name)
         assert mat is not None, f"{name} was not materialized"
@@ -83,7 +106,8 @@ def test_every_asset_materializes_with_versioned_artifacts(scratch_run):
         assert path.is_dir() and path.parent == tmp_path / "artifacts" / name
         assert path.name == mat.metadata["version"].value
         card = json.loads((path / "card.json").read_text())
-        assert card["run_id"] == result.run_id and card["version"] == path.name
+        # raw_records partitions come from their own ingest runs, one per drop.
+        assert card["version"] == path.name and (name == "raw_records" or card["run_id"] == result.run_id)
         assert not list(path.parent.glob(".staging-*")), f"{name} left a staging directory"
     # Every input version recorded downstream is the version upstream published.
     merged = materialization(instance, "merged_model").metadata["input_versions"].value
@@ -110,18 +134,23 @@ def test_dataset_versions_are_dvc_hashes_and_restorable(scratch_run, monkeypatch
 
 
 def test_rows_are_accounted_for_at_every_stage(scratch_run):
-    _, instance, _ = scratch_run
-    raw = materialization(instance, "raw_records").metadata
+    _, instance, tmp_path = scratch_run
+    drops = raw_partitions(instance)
+    assert len(drops) == len(list((tmp_path / "drops").iterdir())) > 1  # one partition per drop file
+    raw = {k: sum(m[k] for m in drops.values()) for k in ("rows_seen", "rows", "quarantined")}
     clean = materialization(instance, "clean_records").metadata
     dedup = materialization(instance, "deduped_records").metadata
     split = materialization(instance, "sft_dataset").metadata
-    assert raw["rows_seen"].value == raw["rows"].value + raw["quarantined"].value
-    assert raw["quarantined"].value > 0  # the demo drops carry malformed lines
-    assert clean["rows_in"].value == raw["rows"].value == clean["rows"].value + clean["quarantined"].value
+    assert raw["rows_seen"] == raw["rows"] + raw["quarantined"]
+    assert raw["quarantined"] > 0  # the demo drops carry malformed lines
+    assert clean["rows_in"].value == raw["rows"] == clean["rows"].value + clean["quarantined"].value
+    # Every drop's content hash reaches clean_records' card, so a model's lineage names its drops.
+    clean_drops = json.loads((path_of(instance, "clean_records") / "card.json").read_text())["drops"]
+    assert {k: d["sha256"] for k, d in clean_drops.items()} == {k: m["sha256"] for k, m in drops.items()}
     assert dedup["rows_in"].value == clean["rows"].value == (
         dedup["rows"].value + dedup["exact_duplicates"].value + dedup["near_duplicates"].value)
     assert dedup["rows"].value == (split["train_rows"].value + split["eval_rows"].value
-                                   + split["decontaminated_rows"].value)
+                                   + split["decontaminated_rows"].value + split["preference_rows_set_aside"].value)
     duplicates = pd.read_parquet(path_of(instance, "deduped_records") / "duplicates.parquet")
     kept = set(pd.read_parquet(path_of(instance, "deduped_records") / "records.parquet")["record_id"])
     assert set(duplicates["duplicate_of"]) <= kept and set(duplicates["method"]) <= {"exact", "near"}
@@ -134,6 +163,7 @@ def test_gates_ran_and_passed(scratch_run):
     result, _, _ = scratch_run
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations["clean_records_gate"] and evaluations["sft_dataset_gate"]
+    assert evaluations["preference_dataset_gate"]
 
 
 def test_every_model_artifact_reloads(scratch_run):

@@ -15,7 +15,7 @@ def test_demo_drops_pass_and_every_row_is_accounted_for(tmp_path, capsys):
     write_demo_drops(tmp_path / "drops", n_records=200)
     code, summary = _run(capsys, tmp_path / "drops")
     assert code == 0 and summary["success"]
-    assert len(summary["files"]) == 3
+    assert len(summary["files"]) == 4  # three SFT drops and the preference-pair drop
     dups = summary["duplicates"]
     assert summary["rows_in"] == summary["kept"] + summary["quarantined"] + dups["exact"] + dups["near"]
     assert summary["quarantined"] > 0 and dups["exact"] > 0

@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Config, DynamicPartitionsDefinition, MetadataValue, Output, asset
 from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
+from ft_assets.automation.drops import DROP_SHA256_TAG, digest_stream
 from ft_assets.data.clean import CleanConfig
 from ft_assets.data.clean import clean_records as clean_logic
 from ft_assets.data.decontam import contaminated
@@ -30,25 +31,34 @@ def _preview(frame: pd.DataFrame, columns: list[str], n: int = 5) -> MetadataVal
     return MetadataValue.md(frame[columns].head(n).to_markdown(index=False) if len(frame) else "(none)")
 
 
-@asset(group_name=GROUP, kinds={"python", "parquet"})
+# One partition per drop file; the drop sensor (ft_assets/automation/sensors.py) registers them.
+raw_drops_partitions = DynamicPartitionsDefinition(name="raw_drops")
+
+
+@asset(group_name=GROUP, kinds={"python", "parquet"}, partitions_def=raw_drops_partitions)
 def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_store: ArtifactStore) -> Output:
-    """Every JSONL drop, ingested into canonical records; unreadable lines quarantined with file, line and reason."""
-    files, generated = raw_drops.list_drops()
-    if generated:
-        context.log.info(f"{raw_drops.path} was empty: wrote the demo drops there")
-    if not files:
-        raise FileNotFoundError(f"no *.jsonl drops in {raw_drops.path}")
-    result = ingest_drops(files)
+    """One drop file ingested into canonical records; unreadable rows quarantined with file, line and reason."""
+    key = context.partition_key
+    drop = raw_drops.find(key)
+    local = raw_drops.fetch(drop)
+    with local.open("rb") as stream:
+        digest = digest_stream(stream, local.name)
+    expected = context.run.tags.get(DROP_SHA256_TAG)
+    if expected and expected != digest.sha256:
+        context.log.warning(f"{drop.uri} changed after the sensor hashed it ({expected[:12]} -> "
+                            f"{digest.sha256[:12]}): ingesting what is there now")
+    result = ingest_drops([local])
+    drops = {key: {"file": drop.uri, "bytes": digest.bytes, "sha256": digest.sha256}}
     with artifact_store.stage("raw_records") as staging:
         result.records.to_parquet(staging / "records.parquet", index=False)
         result.quarantine.to_json(staging / "quarantine.jsonl", orient="records", lines=True)
-        drops = {p.stem: {"file": str(p), "bytes": p.stat().st_size} for p in files}
         (staging / "drops.json").write_text(json.dumps(drops, indent=2))
-        artifact = artifact_store.publish(staging, card(context, {}, drops=drops))
+        artifact = artifact_store.publish(staging, card(context, {}, drops=drops, partition=key))
     assert result.rows_seen == len(result.records) + len(result.quarantine), "ingest lost rows"
     return artifact_output(
         artifact, {},
-        drops=len(files), rows_seen=result.rows_seen, blank_lines=result.blank_lines,
+        drop_id=key, file=drop.uri, sha256=digest.sha256, bytes=digest.bytes,
+        drops=MetadataValue.json(drops), rows_seen=result.rows_seen, blank_lines=result.blank_lines,
         formats=MetadataValue.json(result.formats),
         rows=len(result.records), quarantined=len(result.quarantine),
         quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
@@ -64,21 +74,29 @@ class CleanRecordsConfig(Config):
 
 
 @asset(group_name=GROUP, kinds={"python", "parquet"})
-def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, raw_records: Artifact,
+def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, raw_records: dict[str, Artifact],
                   artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
-    """Unicode-normalized, HTML-stripped, PII-redacted, length-filtered records; rejects quarantined."""
-    records = _read_records(raw_records)
+    """Every ingested drop, Unicode-normalized, HTML-stripped, PII-redacted, length-filtered; rejects quarantined."""
+    if not raw_records:
+        raise ValueError("no drop has been ingested yet: add a drop file and materialize its raw_records partition")
+    # Partition-key order, so the same drops always give the same content (and data version).
+    keys = sorted(raw_records)
+    records = pd.concat([_read_records(raw_records[k]) for k in keys], ignore_index=True)
+    inputs = {f"raw_records[{k}]": raw_records[k] for k in keys}
+    drops = {k: {**raw_records[k].card().get("drops", {}).get(k, {}), "raw_version": raw_records[k].version}
+             for k in keys}
     result = clean_logic(records, CleanConfig(**config.model_dump()))
     with artifact_store.stage("clean_records") as staging:
         result.records.to_parquet(staging / "records.parquet", index=False)
         result.quarantine.to_json(staging / "quarantine.jsonl", orient="records", lines=True)
-        artifact = artifact_store.publish(staging, card(context, {"raw_records": raw_records}, config.model_dump(),
-                                                        pii_redacted=result.pii_counts))
+        artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(),
+                                                        pii_redacted=result.pii_counts, drops=drops))
     assert len(records) == len(result.records) + len(result.quarantine), "cleaning lost rows"
     dvc_md5 = dvc.track("clean_records", artifact.path)
     return artifact_output(
-        artifact, {"raw_records": raw_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        rows_in=len(records), rows=len(result.records), quarantined=len(result.quarantine),
+        artifact, inputs, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
+        drops=MetadataValue.json(drops), rows_in=len(records), rows=len(result.records),
+        quarantined=len(result.quarantine),
         quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
         pii_redacted=MetadataValue.json(result.pii_counts), html_stripped=result.html_stripped,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,11 +192,77 @@ def _near_duplicate(question: str, rng: random.Random) -> str:
     return rng.choice(variants)
 
 
-def write_demo_drops(out_dir: Path | str, n_records: int = 500, n_drops: int = 3, seed: int = 0) -> list[Path]:
+# --- preference pairs: the gold SQL chosen, a plausible but wrong query rejected ------------------
+
+# Each column swapped for another that exists, so the wrong query still reads like SQL.
+_WRONG_COLUMN = {"salary": "hire_year", "hire_year": "salary", "city": "department", "department": "city",
+                 "budget": "floor", "floor": "budget"}
+_WRONG_AGGREGATE = {"COUNT(*)": "SUM(salary)", "AVG(": "SUM(", "SUM(": "AVG(", "MAX(": "MIN(", "DESC": "ASC"}
+
+
+def corrupt_sql(sql: str, rng: random.Random) -> tuple[str, str]:
+    """(a wrong query, what is wrong with it): a swapped column, a missing WHERE or a wrong aggregate."""
+    options: list[tuple[str, str]] = []
+    columns = [c for c in _WRONG_COLUMN if re.search(rf"\b{c}\b", sql)]
+    for column in columns:
+        options.append((re.sub(rf"\b{column}\b", _WRONG_COLUMN[column], sql, count=1), "wrong column"))
+    where = re.sub(r"\s+WHERE\s+.*?(?=\s+GROUP BY|\s+ORDER BY|;$)", "", sql)
+    if where != sql:
+        options.append((where, "missing WHERE"))
+    for old, new in _WRONG_AGGREGATE.items():
+        if old in sql:
+            options.append((sql.replace(old, new, 1), "wrong order" if old == "DESC" else "wrong aggregate"))
+    options = [o for o in options if o[0] != sql]
+    if not options:
+        raise ValueError(f"no corruption applies to {sql!r}")
+    return rng.choice(options)
+
+
+def generate_preference_pairs(n: int, exclude: set[tuple[str, str]] = frozenset(), seed: int = 0,
+                              ) -> list[tuple[str, str, str]]:
+    """Up to ``n`` (question, gold sql, wrong sql) triples over questions not in ``exclude``."""
+    rng = random.Random(seed)
+    pool = [p for p in generate_clean_pairs(10**9, seed=seed) if p not in exclude]
+    return [(q, sql, corrupt_sql(sql, rng)[0]) for q, sql in pool[:n]]
+
+
+def _preference_lines(pairs: list[tuple[str, str, str]], rng: random.Random) -> list[str]:
+    """JSONL lines in the two shapes real preference sets use, with the noise ingestion and cleaning must catch."""
+    lines = []
+    for i, (question, chosen, rejected) in enumerate(pairs):
+        if i % 4 == 3:  # conversational: message lists, as TRL's datasets store them
+            record = {"prompt": [{"role": "user", "content": question}],
+                      "chosen": [{"role": "assistant", "content": chosen}],
+                      "rejected": [{"role": "assistant", "content": rejected}], "db": DB_ID}
+        else:
+            record = {"prompt": question, "chosen": chosen, "rejected": rejected, "db": DB_ID}
+        lines.append(json.dumps(record))
+        # Every kind of noise shows up once per 20 pairs, so even a small drop carries each of them.
+        plain = {"prompt": question, "chosen": chosen, "db": DB_ID}
+        noise = {5: {**plain, "rejected": chosen},  # no preference signal
+                 9: {**plain, "rejected": chosen.lower()},  # the same query, only recased
+                 13: {**plain, "rejected": ""},
+                 17: plain}.get(i % 20)  # a side missing
+        if noise is not None:
+            lines.append(json.dumps(noise))
+        elif i % 20 == 19:
+            lines.append(json.dumps(record)[: rng.randint(5, 40)])  # truncated: malformed JSON
+    return lines
+
+
+PREFERENCE_DROP = "preference-0001.jsonl"
+
+
+def write_demo_drops(out_dir: Path | str, n_records: int = 500, n_drops: int = 3, seed: int = 0,
+                     n_preference: int | None = None) -> list[Path]:
     """Write ``n_drops`` JSONL drops holding about ``n_records`` rows plus realistic noise.
 
     Noise: exact and near duplicates, HTML fragments, e-mail addresses and phone
     numbers, empty and overlong fields, malformed JSON lines.
+
+    Then a preference drop (``preference-0001.jsonl``) of ``n_preference`` pairs (default
+    ``min(60, n_records // 5)``, so a tiny demo stays too small for the gates): gold SQL chosen,
+    a corrupted query rejected, over questions the SFT drops do not hold.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,5 +292,14 @@ def write_demo_drops(out_dir: Path | str, n_records: int = 500, n_drops: int = 3
         path = out_dir / f"drop-{i + 1:04d}.jsonl"
         chunk = lines[i * per_drop : (i + 1) * per_drop]
         path.write_text("\n".join(chunk) + "\n", encoding="utf-8")
+        paths.append(path)
+    n_preference = min(60, n_records // 5) if n_preference is None else n_preference
+    if n_preference > 0:
+        # Its own generator, so adding preference pairs leaves the SFT drops byte-identical.
+        prng = random.Random(seed + 1)
+        pairs = generate_preference_pairs(n_preference, exclude=set(generate_clean_pairs(n_records, seed=seed)),
+                                          seed=seed + 1)
+        path = out_dir / PREFERENCE_DROP
+        path.write_text("\n".join(_preference_lines(pairs, prng)) + "\n", encoding="utf-8")
         paths.append(path)
     return paths

@@ -2,12 +2,13 @@
 
 import json
 
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
+from ft_assets.lineage.registry import CANDIDATE, PromotionRefused, gates_for_variant
 from ft_assets.models.card import build_card, card_markdown, write_card
-from resources import ArtifactStore
+from resources import ArtifactStore, ModelRegistry
 
 
 @asset(group_name="evaluation", kinds={"markdown", "json"})
@@ -24,8 +25,8 @@ def model_cards(context: AssetExecutionContext, eval_report: Artifact, merged_mo
             targets[name] = ("quantized_model", variant["path"], quantized_model.version, variant["method"])
     with artifact_store.stage("model_cards") as staging:
         for name, (asset_name, path, version, method) in targets.items():
-            gates = [g for g in report["gates"] if g["name"].startswith(name + "_") or g["name"] in (
-                "adapter_beats_base", "merged_matches_adapter")]
+            # By owner, not by prefix: "quantized_" would also claim quantized_int8's gates.
+            gates = gates_for_variant(report["gates"], name, list(report["variants"]))
             model_card = build_card(name=asset_name, variant=name, method=method, metrics=report["models"][name],
                                     gates=gates, artifacts={asset_name: version, "path": path,
                                                             "eval_report": eval_report.version}, **common)
@@ -34,3 +35,53 @@ def model_cards(context: AssetExecutionContext, eval_report: Artifact, merged_mo
     merged_card = json.loads((artifact.path / "merged" / "model_card.json").read_text())
     return artifact_output(artifact, inputs, cards=len(targets),
                            merged_card=MetadataValue.md(card_markdown(merged_card)))
+
+
+@asset(group_name="evaluation", kinds={"sqlite"})
+def registered_models(context: AssetExecutionContext, eval_report: Artifact, model_cards: Artifact,
+                      model_registry: ModelRegistry, artifact_store: ArtifactStore) -> Output:
+    """Registers the evaluated merged + quantized versions, moves 'candidate', and promotes when configured."""
+    from ft_assets.lineage.audit import Records, register_evaluation
+
+    # The eval_report event this step read (the IO manager loads the latest one): its provenance pointers
+    # name the exact merged and quantized events that were judged.
+    record = context.instance.fetch_materializations(AssetKey("eval_report"), limit=1).records[0]
+    recorded = record.asset_materialization.metadata["version"].value
+    if recorded != eval_report.version:
+        raise RuntimeError(f"eval_report moved on while registering: read {eval_report.version}, latest {recorded}")
+    actor, moves = f"dagster run {context.run.run_id}", []
+    with model_registry.open() as registry:
+        models = register_evaluation(registry, Records(context.instance), record, cards_dir=model_cards.path)
+        chosen = next((m for m in models if m.variant == model_registry.promote_variant), None)
+        if chosen is None:
+            raise ValueError(f"model_registry.promote_variant={model_registry.promote_variant!r} is not one of "
+                             f"{[m.variant for m in models]}")
+        if chosen.gates_passed:
+            moves.append(registry.set_alias(CANDIDATE, chosen.id, actor=actor, source="run",
+                                            reason=f"gates passed in eval_report {eval_report.version}"))
+            if model_registry.auto_promote:
+                try:
+                    moves.append(registry.promote(chosen.id, actor=actor, source="run",
+                                                  reason="auto_promote: gates passed"))
+                except PromotionRefused as exc:  # e.g. the artifact vanished; the run still registers
+                    context.log.warning(str(exc))
+        else:
+            context.log.warning(f"{chosen.id} failed {[g['name'] for g in chosen.failed_gates]}: candidate stays")
+        moves = [m.as_dict() for m in moves if m is not None]
+        models = [registry.get(m.id) for m in models]
+        aliases = registry.aliases()
+    inputs = {"eval_report": eval_report, "model_cards": model_cards}
+    with artifact_store.stage("registered_models") as staging:
+        (staging / "registered.json").write_text(json.dumps(
+            {"models": [m.as_dict() for m in models], "alias_moves": moves}, indent=2, default=str))
+        artifact = artifact_store.publish(staging, card(context, inputs, model_registry.model_dump(),
+                                                        registered=[m.id for m in models], alias_moves=moves))
+    table = ["| id | variant | exact match | gates | aliases |", "|---|---|---|---|---|"] + [
+        f"| {m.id} | {m.variant} | {m.metrics.get('exact_match')} | "
+        f"{'passed' if m.gates_passed else 'FAILED: ' + ', '.join(g['name'] for g in m.failed_gates)} | "
+        f"{', '.join(m.aliases) or '-'} |" for m in models]
+    return artifact_output(artifact, inputs, registered=MetadataValue.md("\n".join(table)),
+                           model_ids=MetadataValue.json([m.id for m in models]),
+                           alias_moves=MetadataValue.json(moves), aliases=MetadataValue.json(aliases),
+                           candidate=aliases.get(CANDIDATE, ""), production=aliases.get("production", ""),
+                           registry=MetadataValue.path(model_registry.path))

@@ -30,8 +30,18 @@ class DvcDatasetStore:
                 conf["core"]["analytics"] = False
                 conf["core"]["remote"] = "storage"
                 conf["remote"]["storage"] = {"url": self.remote_url}
+            self._ignore_versions()
             return repo
+        self._ignore_versions()
         return Repo(str(self.repo_dir))
+
+    def _ignore_versions(self) -> None:
+        # The saved version files all name the same output; DVC must not read them as stages, or the second
+        # saved version makes every later `dvc add` fail with OutputDuplicationError.
+        ignore = self.repo_dir / ".dvcignore"
+        lines = ignore.read_text().splitlines() if ignore.exists() else []
+        if "/versions/" not in lines:
+            ignore.write_text("\n".join([*lines, "/versions/"]) + "\n")
 
     @contextmanager
     def _locked(self):

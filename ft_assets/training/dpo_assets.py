@@ -1,0 +1,98 @@
+"""The preference-alignment asset: DPO on top of the SFT adapter, in the training worker through Dagster Pipes."""
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
+
+from ft_assets.artifact_output import artifact_output, card
+from ft_assets.lineage.artifacts import Artifact
+from ft_assets.training.dpo import DPOParams, validate_dpo
+from resources import ArtifactStore, TrainingCompute
+
+
+class DpoAdapterConfig(Config):
+    """DPO settings; the defaults run a short demo pass (4 steps: about a minute for SmolLM2-135M on 2 CPU cores)."""
+
+    max_steps: int = 4
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    beta: float = Field(0.1, description="strength of the pull towards the reference (the SFT adapter)")
+    loss_type: str = Field("sigmoid", description="trl DPO loss: sigmoid (DPO), ipo, hinge, robust, ...")
+    max_length: int = 512
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    reuse_identical: bool = Field(True, description="same inputs, config and training code: reuse, don't retrain")
+
+
+DPO_CODE = ("dpo.py", "worker.py")
+
+
+def dpo_training_key(settings: dict, inputs: dict[str, Artifact], compute: dict) -> str:
+    """A hash of the inputs' versions, the DPO config, where it runs and the code that trains."""
+    here = Path(__file__).parent
+    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in DPO_CODE)).hexdigest()[:12]
+    payload = {"config": settings, "inputs": {k: a.version for k, a in sorted(inputs.items())}, "compute": compute,
+               "code": code}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _reward_table(steps: list[dict], max_rows: int = 20) -> str:
+    stride = max(1, len(steps) // max_rows)
+    rows = steps[::stride] + ([steps[-1]] if steps and (len(steps) - 1) % stride else [])
+    lines = ["| step | loss | reward accuracy | reward margin | lr | grad norm | tokens/s |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {s['step']} | {s['loss']:.4f} | {s.get('rewards/accuracies', float('nan')):.2f} | "
+              f"{s.get('rewards/margins', float('nan')):.4f} | {s['learning_rate']:.2e} | {s['grad_norm']:.3f} | "
+              f"{s['tokens_per_s']} |" for s in rows]
+    return "\n".join(lines)
+
+
+@asset(group_name="training", kinds={"pytorch", "peft"}, pool="training")
+def dpo_adapter(context: AssetExecutionContext, config: DpoAdapterConfig, base_model: Artifact, sft_adapter: Artifact,
+                preference_dataset: Artifact, artifact_store: ArtifactStore,
+                training_compute: TrainingCompute) -> Output:
+    """The SFT LoRA adapter trained further with trl's DPOTrainer; the reference is the SFT adapter as loaded."""
+    inputs = {"base_model": base_model, "sft_adapter": sft_adapter, "preference_dataset": preference_dataset}
+    settings = config.model_dump(exclude={"reuse_identical"})
+    compute = {"launcher": training_compute.launcher, "world_size": training_compute.world_size,
+               "precision": training_compute.precision}
+    key = dpo_training_key(settings, inputs, compute)
+    if config.reuse_identical and (done := artifact_store.lookup("dpo_adapter", key)):
+        context.log.info(f"inputs, config and training code unchanged (config hash {key}): reusing {done.version}")
+        return artifact_output(done, inputs, reused=True, config_hash=key,
+                               **{k: v for k, v in done.card().get("training", {}).items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    eval_path = preference_dataset.path / "eval.jsonl"
+    params = DPOParams.from_dict({
+        **settings, "base_model_dir": str(base_model.path), "sft_adapter_dir": str(sft_adapter.path),
+        "train_path": str(preference_dataset.path / "train.jsonl"),
+        "eval_path": str(eval_path) if eval_path.is_file() and eval_path.stat().st_size else "",
+        "output_dir": "", "num_threads": training_compute.num_threads})
+    facts = validate_dpo(params)  # before any compute is spent
+    context.log.info(f"{facts['train_pairs']} preference pairs, {facts['pairs_per_step']} per step")
+    with artifact_store.stage("dpo_adapter") as staging:
+        params.output_dir = str(staging)
+        invocation = training_compute.launch(context, {**asdict(params), "task": "dpo"})
+        messages = invocation.get_custom_messages()
+        steps = [m for m in messages if m.get("kind") == "train_step"]
+        summaries = [m for m in messages if m.get("kind") == "train_summary"]
+        if not summaries:
+            raise RuntimeError("the DPO worker exited without reporting a summary")
+        summary = {k: v for k, v in summaries[-1].items() if k not in ("kind", "params")}
+        training = {**summary, "config_hash": key, "seed": config.seed, "compute": compute}
+        artifact = artifact_store.publish(staging, card(context, inputs, settings, method="dpo", training=training,
+                                                        base_model=base_model.card().get("base_model")))
+    artifact_store.remember("dpo_adapter", key, artifact)
+    return artifact_output(
+        artifact, inputs,
+        **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        reused=False, config_hash=key, reference=summary.get("reference", ""),
+        reward_curve=MetadataValue.md(_reward_table(steps)),
+        loss_history=MetadataValue.json(steps),
+        seed=config.seed,
+    )
