@@ -45,4 +45,5 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(FTOPS_HOME)/dagster_home $(FTOPS_HOME)/artifacts $(FTOPS_HOME)/drops
+	rm -rf $(FTOPS_HOME)/dagster_home $(FTOPS_HOME)/artifacts $(FTOPS_HOME)/drops $(FTOPS_HOME)/registry.sqlite \
+	  $(FTOPS_HOME)/mlflow $(FTOPS_HOME)/drops_cache
