@@ -42,20 +42,38 @@ class SftAdapterConfig(Config):
     reuse_identical: bool = Field(True, description="same inputs, config and training code: reuse, don't retrain")
 
 
-def training_code_version() -> str:
+def training_code_version(files: tuple[str, ...] = TRAINING_CODE) -> str:
     """A hash of the code that trains, so a change to it retrains while an unrelated commit does not."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in TRAINING_CODE:
+    for name in files:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
-def training_key(config: dict, inputs: dict[str, Artifact], compute: dict) -> str:
+def training_key(config: dict, inputs: dict[str, Artifact], compute: dict, code_version: str) -> str:
     """The config hash: inputs' versions, training config, where it ran and the training code."""
     payload = {"config": config, "inputs": {k: a.version for k, a in sorted(inputs.items())}, "compute": compute,
-               "code": training_code_version()}
+               "code": code_version}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def compute_fingerprint(training_compute: TrainingCompute) -> dict:
+    """What about where training runs changes its result, and so belongs in the config hash."""
+    return {"launcher": training_compute.launcher, "world_size": training_compute.world_size,
+            "precision": training_compute.precision}
+
+
+def reused_output(context: AssetExecutionContext, artifact_store: ArtifactStore, asset_name: str, key: str,
+                  inputs: dict[str, Artifact]) -> Output | None:
+    """The earlier artifact trained from the same key, re-emitted with its numbers; ``None`` if there is none."""
+    done = artifact_store.lookup(asset_name, key)
+    if done is None:
+        return None
+    context.log.info(f"inputs, config and training code unchanged (config hash {key}): reusing {done.version}")
+    return artifact_output(done, inputs, reused=True, config_hash=key,
+                           **{k: v for k, v in done.card().get("training", {}).items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
 def _plot_md(png: bytes) -> MetadataValue:
@@ -69,15 +87,11 @@ def sft_adapter(context: AssetExecutionContext, config: SftAdapterConfig, base_m
     replies only, in a worker process; checkpoints let a crashed run resume."""
     inputs = {"base_model": base_model, "sft_dataset": sft_dataset}
     settings = config.model_dump(exclude={"reuse_identical"})
-    compute = {"launcher": training_compute.launcher, "world_size": training_compute.world_size,
-               "precision": training_compute.precision}
-    key = training_key(settings, inputs, compute)
-    if config.reuse_identical and (done := artifact_store.lookup("sft_adapter", key)):
-        context.log.info(f"inputs, config and training code unchanged (config hash {key}): reusing {done.version}")
-        previous = done.card()
-        return artifact_output(done, inputs, reused=True, config_hash=key,
-                               **{k: v for k, v in previous.get("training", {}).items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    compute = compute_fingerprint(training_compute)
+    code_version = training_code_version()
+    key = training_key(settings, inputs, compute, code_version)
+    if config.reuse_identical and (reused := reused_output(context, artifact_store, "sft_adapter", key, inputs)):
+        return reused
 
     work = artifact_store.work_dir("sft_adapter", key)
     params = SFTParams.from_dict({
@@ -105,7 +119,7 @@ def sft_adapter(context: AssetExecutionContext, config: SftAdapterConfig, base_m
         png = loss_curve_png(steps, title=f"sft_adapter {config.method} ({key})")
         (staging / "loss_curve.png").write_bytes(png)
         training = {**summary, "config_hash": key, "seed": config.seed, "library_versions": versions,
-                    "training_code_version": training_code_version(), "compute": compute}
+                    "training_code_version": code_version, "compute": compute}
         artifact = artifact_store.publish(staging, card(context, inputs, settings, training=training,
                                                         base_model=base_model.card().get("base_model")))
     artifact_store.remember("sft_adapter", key, artifact)

@@ -1,15 +1,13 @@
 """The preference-alignment asset: DPO on top of the SFT adapter, in the training worker through Dagster Pipes."""
 
-import hashlib
-import json
 from dataclasses import asdict
-from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
+from ft_assets.training.assets import compute_fingerprint, reused_output, training_code_version, training_key
 from ft_assets.training.dpo import DPOParams, validate_dpo
 from resources import ArtifactStore, TrainingCompute
 
@@ -32,15 +30,6 @@ class DpoAdapterConfig(Config):
 DPO_CODE = ("dpo.py", "worker.py")
 
 
-def dpo_training_key(settings: dict, inputs: dict[str, Artifact], compute: dict) -> str:
-    """A hash of the inputs' versions, the DPO config, where it runs and the code that trains."""
-    here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in DPO_CODE)).hexdigest()[:12]
-    payload = {"config": settings, "inputs": {k: a.version for k, a in sorted(inputs.items())}, "compute": compute,
-               "code": code}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _reward_table(steps: list[dict], max_rows: int = 20) -> str:
     stride = max(1, len(steps) // max_rows)
     rows = steps[::stride] + ([steps[-1]] if steps and (len(steps) - 1) % stride else [])
@@ -59,14 +48,10 @@ def dpo_adapter(context: AssetExecutionContext, config: DpoAdapterConfig, base_m
     """The SFT LoRA adapter trained further with trl's DPOTrainer; the reference is the SFT adapter as loaded."""
     inputs = {"base_model": base_model, "sft_adapter": sft_adapter, "preference_dataset": preference_dataset}
     settings = config.model_dump(exclude={"reuse_identical"})
-    compute = {"launcher": training_compute.launcher, "world_size": training_compute.world_size,
-               "precision": training_compute.precision}
-    key = dpo_training_key(settings, inputs, compute)
-    if config.reuse_identical and (done := artifact_store.lookup("dpo_adapter", key)):
-        context.log.info(f"inputs, config and training code unchanged (config hash {key}): reusing {done.version}")
-        return artifact_output(done, inputs, reused=True, config_hash=key,
-                               **{k: v for k, v in done.card().get("training", {}).items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    compute = compute_fingerprint(training_compute)
+    key = training_key(settings, inputs, compute, training_code_version(DPO_CODE))
+    if config.reuse_identical and (reused := reused_output(context, artifact_store, "dpo_adapter", key, inputs)):
+        return reused
     eval_path = preference_dataset.path / "eval.jsonl"
     params = DPOParams.from_dict({
         **settings, "base_model_dir": str(base_model.path), "sft_adapter_dir": str(sft_adapter.path),
