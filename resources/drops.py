@@ -39,6 +39,9 @@ class RawDrops(ConfigurableResource):
     storage_options: dict[str, str] = Field(default_factory=dict)
     cache_dir: str = Field("", description="where remote drops are copied before ingest (default: beside the "
                                            "artifacts, $FTOPS_HOME/drops_cache)")
+    field_map: dict[str, str] = Field(default_factory=dict, description=(
+        "canonical field -> source column, e.g. {'prompt': 'question', 'completion': 'query', 'db_id': 'db_id'}; "
+        "empty: detect the usual field names"))
 
     def _fs(self):
         import fsspec

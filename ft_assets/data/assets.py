@@ -14,7 +14,7 @@ from ft_assets.data.clean import CleanConfig
 from ft_assets.data.clean import clean_records as clean_logic
 from ft_assets.data.decontam import contaminated
 from ft_assets.data.dedup import DedupResult, exact_dedup, near_dedup
-from ft_assets.data.ingest import ingest_drops
+from ft_assets.data.ingest import check_field_map, ingest_drops
 from ft_assets.data.records import ensure_record_columns, reason_counts
 from ft_assets.data.split import split_records
 from ft_assets.lineage.artifacts import Artifact
@@ -39,6 +39,7 @@ raw_drops_partitions = DynamicPartitionsDefinition(name="raw_drops")
 def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_store: ArtifactStore) -> Output:
     """One drop file ingested into canonical records; unreadable rows quarantined with file, line and reason."""
     key = context.partition_key
+    field_map = check_field_map(raw_drops.field_map)  # a bad map fails here, before any file is read
     drop = raw_drops.find(key)
     local = raw_drops.fetch(drop)
     with local.open("rb") as stream:
@@ -47,7 +48,7 @@ def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_st
     if expected and expected != digest.sha256:
         context.log.warning(f"{drop.uri} changed after the sensor hashed it ({expected[:12]} -> "
                             f"{digest.sha256[:12]}): ingesting what is there now")
-    result = ingest_drops([local])
+    result = ingest_drops([local], field_map=field_map)
     drops = {key: {"file": drop.uri, "bytes": digest.bytes, "sha256": digest.sha256}}
     with artifact_store.stage("raw_records") as staging:
         result.records.to_parquet(staging / "records.parquet", index=False)
@@ -59,7 +60,7 @@ def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_st
         artifact, {},
         drop_id=key, file=drop.uri, sha256=digest.sha256, bytes=digest.bytes,
         drops=MetadataValue.json(drops), rows_seen=result.rows_seen, blank_lines=result.blank_lines,
-        formats=MetadataValue.json(result.formats),
+        formats=MetadataValue.json(result.formats), fields_used=MetadataValue.json(result.fields_used),
         rows=len(result.records), quarantined=len(result.quarantine),
         quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
         quarantine_preview=_preview(result.quarantine, ["drop_id", "line_no", "reason"]),

@@ -63,6 +63,8 @@ class IngestResult:
     blank_lines: int  # blank JSONL lines and blank CSV rows: skipped, not rows
     files: list[str]
     formats: dict[str, str] = field(default_factory=dict)  # file -> reader used ("jsonl", "csv", ...)
+    # Which source field filled each canonical one, counted over kept rows: {"completion<-query": 1034}.
+    fields_used: dict[str, int] = field(default_factory=dict)
 
     @property
     def lines_read(self) -> int:
@@ -192,6 +194,7 @@ def _split_dialogue(turns: list[tuple[str, str, str]], name: str, ends_with: str
 
 def _chat(obj: dict, out: dict) -> None:
     name = next(n for n in CHAT_FIELDS if n in obj)
+    out["_fields"] = {"messages": name}
     system, history, [(_, _, prompt), (_, _, completion)] = _split_dialogue(_turns(obj[name], name), name)
     out.update(system=system, history=history, prompt=prompt, completion=completion)
 
@@ -206,9 +209,13 @@ def _pair(obj: dict, out: dict) -> None:
         # Alpaca: the optional input is part of the user's message.
         extra = _optional_str(obj, "input")
         prompt = f"{prompt}\n\n{extra}" if extra.strip() else prompt
-    cname, _ = _pick(obj, COMPLETION_FIELDS)
-    if cname is not None:
+    out["_fields"] = {"prompt": name}
+    present = [n for n in COMPLETION_FIELDS if n in obj]
+    if present:
+        # The first present field that holds text: Spider carries ``sql`` as a parsed tree beside ``query``.
+        cname = next((n for n in present if isinstance(obj[n], str)), present[0])
         out.update(prompt=prompt, completion=_required_str(obj, cname))
+        out["_fields"]["completion"] = cname
         return
     if "instances" in obj:
         # Self-instruct: instruction + instances[{input, output}]. The first instance is the example;
@@ -224,6 +231,7 @@ def _pair(obj: dict, out: dict) -> None:
         extra = _optional_str(first, "input", "instances[0].input")
         prompt = f"{prompt}\n\n{extra}" if extra.strip() else prompt
         out.update(prompt=prompt, completion=_required_str(first, "output", "instances[0].output"))
+        out["_fields"]["completion"] = "instances[0].output"
         return
     raise _Reject(f"missing field: completion (expected one of {', '.join(COMPLETION_FIELDS)})")
 
@@ -299,16 +307,64 @@ def _preference(obj: dict, out: dict) -> None:
                chosen=chosen, rejected=rejected)
 
 
-def parse_record(obj: object) -> tuple[dict | None, str | None]:
+# Canonical fields a field map may name, and the source names that compete with each (a mapped field
+# replaces their auto-detection: mapping completion -> query ignores a ``sql`` column beside it).
+MAPPABLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "prompt": PROMPT_FIELDS, "completion": COMPLETION_FIELDS, "db_id": DB_FIELDS, "messages": CHAT_FIELDS,
+    "system": ("system",), "input": ("input",), "chosen": ("chosen",), "rejected": ("rejected",),
+}
+
+
+class FieldMapError(ValueError):
+    """A field map that cannot apply: an unknown canonical field, or a source column the data lacks."""
+
+
+def check_field_map(field_map: dict[str, str] | None) -> dict[str, str]:
+    """The map itself is sound: canonical names known, source names non-empty strings."""
+    field_map = dict(field_map or {})
+    unknown = sorted(set(field_map) - set(MAPPABLE_FIELDS))
+    if unknown:
+        raise FieldMapError(f"field_map names unknown canonical field(s) {', '.join(map(repr, unknown))}; "
+                            f"known: {', '.join(MAPPABLE_FIELDS)}")
+    bad = [k for k, v in field_map.items() if not isinstance(v, str) or not v]
+    if bad:
+        raise FieldMapError(f"field_map[{bad[0]!r}] must be a source column name (a non-empty string)")
+    return field_map
+
+
+def missing_mapped_columns(obj: object, field_map: dict[str, str]) -> list[str]:
+    """Source columns of ``field_map`` that ``obj`` (a sample row) does not have."""
+    if not isinstance(obj, dict):
+        return []
+    return [source for source in field_map.values() if source not in obj]
+
+
+def _mapped(obj: dict, field_map: dict[str, str]) -> dict:
+    missing = missing_mapped_columns(obj, field_map)
+    if missing:
+        canonical = next(k for k, v in field_map.items() if v == missing[0])
+        raise _Reject(f"missing field: {missing[0]} (field_map {canonical} -> {missing[0]})")
+    competing = {name for canonical in field_map for name in MAPPABLE_FIELDS[canonical]} | set(field_map.values())
+    out = {k: v for k, v in obj.items() if k not in competing}
+    out.update({canonical: obj[source] for canonical, source in field_map.items()})
+    return out
+
+
+def parse_record(obj: object, field_map: dict[str, str] | None = None,
+                 fields_used: Counter | None = None) -> tuple[dict | None, str | None]:
     """Return (canonical fields, None) for a usable object or (None, reason) for a rejected one.
 
     The fields are kind, prompt, completion, system, history (JSON text), chosen, rejected and db_id.
+    ``field_map`` (canonical field -> source column) overrides the field-name detection; ``fields_used``
+    counts which source field filled each canonical one (``"completion<-query"``).
     """
     try:
         if not isinstance(obj, dict):
             raise _Reject(f"not a JSON object: got {_type(obj)}")
+        if field_map:
+            obj = _mapped(obj, field_map)
         out: dict = {"kind": "sft", "prompt": "", "completion": "", "system": "", "history": [],
-                     "chosen": "", "rejected": ""}
+                     "chosen": "", "rejected": "", "_fields": {}}
         if "chosen" in obj or "rejected" in obj:
             _preference(obj, out)
         elif any(name in obj for name in CHAT_FIELDS):
@@ -320,6 +376,8 @@ def parse_record(obj: object) -> tuple[dict | None, str | None]:
             out["system"] = _optional_str(obj, "system")
         db_name, db_id = _pick(obj, DB_FIELDS)
         out["db_id"] = "" if db_id is None else _required_str(obj, db_name)
+        if db_name is not None:
+            out["_fields"]["db_id"] = db_name
         texts = [(k, v) for k, v in out.items() if isinstance(v, str)]
         texts += [(f"history[{i}]", turn["content"]) for i, turn in enumerate(out["history"])]
         for name, text in texts:
@@ -327,6 +385,10 @@ def parse_record(obj: object) -> tuple[dict | None, str | None]:
                 raise _Reject(f"NUL byte: in field {name}")
     except _Reject as exc:
         return None, str(exc)
+    used = out.pop("_fields")
+    if fields_used is not None:
+        sources = {k: v for k, v in (field_map or {}).items()}
+        fields_used.update(f"{canonical}<-{sources.get(name, name)}" for canonical, name in used.items())
     out["history"] = json.dumps(out["history"], ensure_ascii=False)
     return out, None
 
@@ -531,17 +593,22 @@ def drop_format(path: Path) -> tuple[str | None, str, bool]:
     return None, Path(base).stem, gzipped
 
 
-def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> IngestResult:
+def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 field_map: dict[str, str] | None = None) -> IngestResult:
     """Ingest drop files in the given order.
 
     The drop id is the file name without its format suffix; a record id is ``<drop_id>:<line_no>`` so
     it names exactly where the row came from. ``line_no`` is the 1-based line (JSONL), element (JSON
     array) or data row (CSV, Parquet); 0 marks a quarantine row that stands for a whole file.
+    ``field_map`` (canonical field -> source column) names the columns to read; a file whose first row
+    lacks a mapped column raises ``FieldMapError`` (a configuration mistake, not a bad row).
     """
+    field_map = check_field_map(field_map)
     paths = [Path(p) for p in paths]
     rows: list[dict] = []
     rejected: list[dict] = []
     stats: Counter = Counter()
+    fields_used: Counter = Counter()
     formats: dict[str, str] = {}
     seen = 0
     for path in paths:
@@ -553,12 +620,18 @@ def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int = DEFAULT_MA
             formats[str(path)] = fmt + (".gz" if gzipped else "")
             opener = (lambda p: gzip.open(p, "rb")) if gzipped else (lambda p: open(p, "rb"))
             items = _READERS[fmt](path, opener, stats, max_record_bytes)
+        checked = not field_map
         for line_no, obj, preview, reason in items:
             seen += 1
             where = {"drop_id": drop_id, "source_file": str(path), "line_no": line_no}
+            if not checked and isinstance(obj, dict):
+                checked = True
+                if missing := missing_mapped_columns(obj, field_map):
+                    raise FieldMapError(f"{path.name}: field_map names column(s) {', '.join(map(repr, missing))} "
+                                        f"that its first row lacks; it has {', '.join(map(repr, obj))}")
             fields = None
             if reason is None:
-                fields, reason = parse_record(obj)
+                fields, reason = parse_record(obj, field_map, fields_used)
             if reason is not None:
                 # Previews are redacted: quarantine must not become the place PII survives.
                 preview = redact_pii(preview[:_PREVIEW_READ], Counter())[:RAW_PREVIEW_CHARS]
@@ -566,4 +639,4 @@ def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int = DEFAULT_MA
                 continue
             rows.append({"record_id": f"{drop_id}:{line_no}", **where, **fields})
     return IngestResult(records_frame(rows), quarantine_frame(rejected), seen, stats["blank"],
-                        [str(p) for p in paths], formats)
+                        [str(p) for p in paths], formats, dict(fields_used))
