@@ -16,12 +16,13 @@ _EXPORTS = {
     "ModelRegistry": "resources.registry",
     "RawDrops": "resources.drops",
     "RetrainPolicy": "resources.drops",
+    "TaskResource": "resources.task",
     "TrainingCompute": "resources.compute",
     "ftops_home": "resources.paths",
 }
 
 __all__ = ["ArtifactIOManager", "ArtifactStore", "DvcResource", "GreatExpectationsResource", "ModelGates",
-           "ModelRegistry", "RawDrops", "RetrainPolicy", "TrainingCompute", "ftops_home"]
+           "ModelRegistry", "RawDrops", "RetrainPolicy", "TaskResource", "TrainingCompute", "ftops_home"]
 
 if TYPE_CHECKING:
     from resources.artifact_store import ArtifactIOManager, ArtifactStore
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from resources.gates import ModelGates
     from resources.paths import ftops_home
     from resources.registry import ModelRegistry
+    from resources.task import TaskResource
     from resources.validation import GreatExpectationsResource
 
 
