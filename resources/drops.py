@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import uuid
 from datetime import datetime
@@ -42,6 +43,9 @@ class RawDrops(ConfigurableResource):
     field_map: dict[str, str] = Field(default_factory=dict, description=(
         "canonical field -> source column, e.g. {'prompt': 'question', 'completion': 'query', 'db_id': 'db_id'}; "
         "empty: detect the usual field names"))
+    pattern: str = Field("*", description="which files of the location are drops (a glob on the file name)")
+    key_prefix: str = Field("", description="prepended to every drop id, so a recipe's drops never mix with "
+                                            "another's on one instance")
 
     def _fs(self):
         import fsspec
@@ -68,10 +72,13 @@ class RawDrops(ConfigurableResource):
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if info.get("type") != "file" or name.startswith(".") or not name.lower().endswith(SUPPORTED_SUFFIXES):
                 continue
+            if not fnmatch.fnmatch(name, self.pattern):
+                continue
             mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created")
             uri = info["name"] if self.is_local else fs.unstrip_protocol(info["name"])
-            drops.append(DropListing(key=partition_key_for(name), uri=uri, size=int(info.get("size") or 0),
-                                     mtime=_timestamp(mtime), etag=str(info.get("ETag") or info.get("etag") or "")))
+            etag = str(info.get("ETag") or info.get("etag") or "")
+            drops.append(DropListing(key=self.key_prefix + partition_key_for(name), uri=uri,
+                                     size=int(info.get("size") or 0), mtime=_timestamp(mtime), etag=etag))
         return sorted(drops, key=lambda d: d.name)
 
     def find(self, key: str) -> DropListing:
