@@ -18,7 +18,7 @@ from data_checks.gx_suites import (
     sft_split_suite,
     with_pii_column,
 )
-from ft_assets.data.dedup import answer_texts, dedup_key
+from ft_assets.data.dedup import dedup_key, example_keys
 from ft_assets.data.records import ensure_record_columns
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, GreatExpectationsResource
@@ -69,7 +69,7 @@ def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource,
 def deduped_records_gate(deduped_records: Artifact, gx: GreatExpectationsResource,
                          artifact_store: ArtifactStore) -> AssetCheckResult:
     frame = prepare_records(ensure_record_columns(pd.read_parquet(deduped_records.path / "records.parquet")))
-    frame["dedup_key"] = [dedup_key(p, c) for p, c in zip(frame["prompt"], answer_texts(frame), strict=True)]
+    frame["dedup_key"] = example_keys(frame)
     suite, docs = _validate(gx, artifact_store, frame, "deduped_records", deduped_records_suite(MIN_CLEAN_ROWS),
                             deduped_records)
     return _result(suite, docs, rows=len(frame))
@@ -77,15 +77,17 @@ def deduped_records_gate(deduped_records: Artifact, gx: GreatExpectationsResourc
 
 def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
     """One row per example: split, last user and assistant turns, role order, shortest turn, cross-split overlap."""
-    rows = []
+    rows, histories = [], []
     for split, part in (("train", train), ("eval", evaluation)):
         for r in part:
+            # The key is the whole conversation: chats that end alike after different histories do not overlap.
+            histories.append(json.dumps([t for t in r["prompt"][:-1] if t["role"] != "system"]))
             turns = r["prompt"] + r["completion"]
             rows.append({"record_id": r["record_id"], "split": split, "user": r["prompt"][-1]["content"],
                          "assistant": r["completion"][-1]["content"], "roles": ",".join(t["role"] for t in turns),
                          "shortest_turn_chars": min(len(t["content"].strip()) for t in turns)})
     frame = pd.DataFrame(rows, columns=["record_id", "split", "user", "assistant", "roles", "shortest_turn_chars"])
-    frame["key"] = [dedup_key(u, a) for u, a in zip(frame["user"], frame["assistant"], strict=True)]
+    frame["key"] = [dedup_key(u, a, h) for u, a, h in zip(frame["user"], frame["assistant"], histories, strict=True)]
     both = set(frame.loc[frame["split"] == "train", "key"]) & set(frame.loc[frame["split"] == "eval", "key"])
     frame["in_both_splits"] = frame["key"].isin(both)
     return with_pii_column(frame, ("user", "assistant"))

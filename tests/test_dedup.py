@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
-from ft_assets.data.dedup import dedup_key, exact_dedup
+from ft_assets.data.clean import clean_records
+from ft_assets.data.dedup import dedup_key, exact_dedup, near_dedup
+from ft_assets.data.ingest import ingest_drops
 from ft_assets.data.records import RECORD_COLUMNS, records_frame
+from ft_assets.data.split import source_record_id, split_records, turn_examples
 
 SQL = "SELECT name FROM employees WHERE department = 'Sales';"
 
@@ -112,3 +118,54 @@ def test_sql_operators_are_not_punctuation():
                                ("d", 3, "who earns over 5", "select name from t  where x > 5")))
     assert list(result.records["record_id"]) == ["d:1", "d:2"]
     assert list(result.duplicates["duplicate_of"]) == ["d:1"]
+
+
+# --- multi-turn chats: dedup compares whole conversations, every assistant reply is trainable ---
+
+TOPICS = ["sourdough starters", "rust lifetimes", "tax brackets in Spain", "knee pain when running",
+          "the French revolution", "python decorators", "watering succulents", "learning the cello"]
+
+
+def _sharegpt(i: int, topic: str) -> dict:
+    """A ShareGPT-style chat whose last exchange ("thanks" / "you're welcome") is the same in every chat."""
+    return {"id": f"conv{i}", "conversations": [
+        {"from": "human", "value": f"Can you explain {topic} to me in a few sentences, please?"},
+        {"from": "gpt", "value": f"Sure. Here is a short overview of {topic}, covering the basics first and "
+                                 f"then one common mistake people make with {topic}."},
+        {"from": "human", "value": "Thanks, that helps a lot!"},
+        {"from": "gpt", "value": "You're welcome! Let me know if you have more questions."},
+    ]}
+
+
+def _drop(tmp_path: Path, convs: list[dict]) -> Path:
+    path = tmp_path / "sharegpt.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in convs))
+    return path
+
+
+def test_chats_ending_alike_after_different_histories_are_not_duplicates(tmp_path):
+    convs = [_sharegpt(i, t) for i, t in enumerate(TOPICS)] + [_sharegpt(99, TOPICS[0])]  # one true duplicate
+    records = clean_records(ingest_drops([_drop(tmp_path, convs)]).records).records
+    exact = exact_dedup(records)
+    assert len(exact.records) == len(TOPICS)
+    assert exact.duplicates["record_id"].tolist() == ["sharegpt:9"]
+    assert exact.duplicates["duplicate_of"].tolist() == ["sharegpt:1"]
+    # Near dedup looks at the whole conversation too: the shared closing exchange does not make them similar.
+    assert near_dedup(exact.records, threshold=0.8).duplicates.empty
+
+
+def test_every_assistant_turn_is_a_completion_and_a_chat_stays_on_one_side(tmp_path):
+    records = ingest_drops([_drop(tmp_path, [_sharegpt(i, t) for i, t in enumerate(TOPICS)])]).records
+    examples = turn_examples(records.iloc[0].to_dict(), system_prompts={})
+    assert [e["record_id"] for e in examples] == ["sharegpt:1#1", "sharegpt:1"]
+    first, last = examples
+    assert [t["role"] for t in first["prompt"]] == ["user"] and "overview" in first["completion"][0]["content"]
+    assert [t["role"] for t in last["prompt"]] == ["user", "assistant", "user"]
+    assert last["completion"][0]["content"].startswith("You're welcome")
+    train, evaluation = split_records(records, eval_fraction=0.4, system_prompts={})
+    train_ids = {source_record_id(e) for e in train}
+    assert not train_ids & {e["record_id"] for e in evaluation}
+    assert len(train) == 2 * len(train_ids)  # both replies of every train chat
+    assert all(len(e["prompt"]) == 3 for e in evaluation)  # eval scores the final reply only
+    only_last, _ = split_records(records, eval_fraction=0.4, system_prompts={}, every_assistant_turn=False)
+    assert len(only_last) == len(train_ids)

@@ -16,7 +16,7 @@ from ft_assets.data.decontam import contaminated
 from ft_assets.data.dedup import DedupResult, exact_dedup, near_dedup
 from ft_assets.data.ingest import check_field_map, ingest_drops
 from ft_assets.data.records import ensure_record_columns, reason_counts
-from ft_assets.data.split import split_records
+from ft_assets.data.split import source_record_id, split_records
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, DvcResource, RawDrops
 
@@ -159,6 +159,8 @@ class SftDatasetConfig(Config):
     split_salt: str = ""
     decontamination_ngram: int = Field(13, description="train prompts sharing a word n-gram with eval are removed")
     benchmark_files: list[str] = Field([], description="extra eval/benchmark files (any ingestible format)")
+    every_assistant_turn: bool = Field(True, description="train on every assistant reply of a chat, not only "
+                                                         "the last (one example per reply)")
 
 
 @asset(group_name=GROUP, kinds={"python", "jsonl"})
@@ -167,7 +169,9 @@ def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, dedupe
     """Chat-formatted prompt/completion examples, split into train and eval by content hash."""
     records = _read_records(deduped_records)
     preference = records[records["kind"] == "preference"]
-    train, evaluation = split_records(records[records["kind"] == "sft"], config.eval_fraction, config.split_salt)
+    train, evaluation = split_records(records[records["kind"] == "sft"], config.eval_fraction, config.split_salt,
+                                      every_assistant_turn=config.every_assistant_turn)
+    train_records = len({source_record_id(r) for r in train})
     references = [(r["prompt"][-1]["content"], f"eval:{r['record_id']}") for r in evaluation]
     if config.benchmark_files:
         bench = ingest_drops([Path(f) for f in config.benchmark_files]).records
@@ -186,7 +190,7 @@ def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, dedupe
         artifact = artifact_store.publish(staging, card(context, {"deduped_records": deduped_records},
                                                         config.model_dump()))
     example = train[0] if train else {}
-    assert len(records) == len(train) + len(evaluation) + len(removed) + len(preference), "split lost rows"
+    assert len(records) == train_records + len(evaluation) + len(preference), "split lost rows"
     dvc_md5 = dvc.track("sft_dataset", artifact.path)
     return artifact_output(
         artifact, {"deduped_records": deduped_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",

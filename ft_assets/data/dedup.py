@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -11,16 +12,52 @@ import pandas as pd
 _NON_WORD = re.compile(r"[^\w]+")
 
 
-def dedup_key(prompt: str, completion: str) -> str:
+def _prose(text: str) -> str:
+    return " ".join(_NON_WORD.sub(" ", text.casefold()).split())
+
+
+def _history_norm(history: str) -> str:
+    """The turns before the final prompt, normalized like the prompt; "" for a single-turn example."""
+    try:
+        turns = json.loads(history or "[]")
+    except json.JSONDecodeError:
+        return history  # malformed history never reaches here (clean quarantines it); keep it distinct anyway
+    return "\x1d".join(f"{t.get('role', '')}:{_prose(str(t.get('content', '')))}" for t in turns
+                        if isinstance(t, dict))
+
+
+def dedup_key(prompt: str, completion: str, history: str = "") -> str:
     """Case, whitespace and prompt punctuation do not make two examples different.
 
     The completion keeps its punctuation (``x > 5`` and ``x < 5`` are different
     SQL); only case, whitespace and a trailing semicolon are normalized there.
+    ``history`` (the record's JSON list of earlier turns) is part of the key: two chats that end
+    alike after different conversations are different examples.
     """
-    prompt_norm = " ".join(_NON_WORD.sub(" ", prompt.casefold()).split())
     completion_norm = " ".join(completion.casefold().split()).rstrip(";").rstrip()
-    norm = f"{prompt_norm}\x1f{completion_norm}"
+    norm = f"{_prose(prompt)}\x1f{completion_norm}"
+    if past := _history_norm(history):
+        norm = f"{past}\x1e{norm}"
     return hashlib.sha256(norm.encode()).hexdigest()
+
+
+def example_keys(records: pd.DataFrame) -> list[str]:
+    """``dedup_key`` of every row: whole conversation, final prompt and answer (both replies of a pair)."""
+    histories = records["history"] if "history" in records.columns else [""] * len(records)
+    return [dedup_key(p, a, h) for p, a, h in zip(records["prompt"], answer_texts(records), histories, strict=True)]
+
+
+def example_texts(records: pd.DataFrame) -> list[str]:
+    """The text near-duplicate detection compares: earlier turns, final prompt and answer."""
+    histories = records["history"] if "history" in records.columns else ["[]"] * len(records)
+    texts = []
+    for p, a, h in zip(records["prompt"], answer_texts(records), histories, strict=True):
+        try:
+            past = [str(t.get("content", "")) for t in json.loads(h or "[]") if isinstance(t, dict)]
+        except json.JSONDecodeError:
+            past = [h]
+        texts.append("\n".join([*past, p, a]))
+    return texts
 
 
 def answer_texts(records: pd.DataFrame) -> list[str]:
@@ -40,7 +77,7 @@ class DedupResult:
 def exact_dedup(records: pd.DataFrame) -> DedupResult:
     """Keep the first occurrence (in drop / line order) of each normalized example."""
     ordered = records.sort_values(["drop_id", "line_no"], kind="stable")
-    keys = [dedup_key(p, c) for p, c in zip(ordered["prompt"], answer_texts(ordered), strict=True)]
+    keys = example_keys(ordered)
     first_id: dict[str, str] = {}
     duplicate_of = []
     for key, record_id in zip(keys, ordered["record_id"], strict=True):
@@ -57,7 +94,7 @@ def near_dedup(records: pd.DataFrame, threshold: float = 0.8, num_perm: int = 12
     from ft_assets.data.near_dup import find_near_duplicates
 
     ordered = records.sort_values(["drop_id", "line_no"], kind="stable").reset_index(drop=True)
-    texts = [f"{p}\n{c}" for p, c in zip(ordered["prompt"], answer_texts(ordered), strict=True)]
+    texts = example_texts(ordered)
     pairs = find_near_duplicates(texts, threshold=threshold, num_perm=num_perm, shingle_size=shingle_size,
                                  seed=seed)
     ids = ordered["record_id"].tolist()

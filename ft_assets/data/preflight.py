@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ft_assets.data.clean import CleanConfig, clean_records
-from ft_assets.data.dedup import answer_texts, dedup_key, exact_dedup, near_dedup
+from ft_assets.data.dedup import exact_dedup, example_keys, near_dedup
 from ft_assets.data.ingest import SUPPORTED_SUFFIXES, ingest_drops
 from ft_assets.data.records import reason_counts
 
@@ -34,7 +34,7 @@ def preflight(paths: list[str], clean_config: CleanConfig | None = None, near_th
     exact = exact_dedup(cleaned.records)
     near = near_dedup(exact.records, threshold=near_threshold) if len(exact.records) else exact
     kept = prepare_records(near.records)
-    kept["dedup_key"] = [dedup_key(p, c) for p, c in zip(kept["prompt"], answer_texts(kept), strict=True)]
+    kept["dedup_key"] = example_keys(kept)
     suite = validate_frame(kept, "preflight", deduped_records_suite(min_rows))
     quarantine_reasons = reason_counts(ingest.quarantine)
     for reason, n in reason_counts(cleaned.quarantine).items():
