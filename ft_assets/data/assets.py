@@ -1,6 +1,7 @@
 """Data stages: raw drops -> clean -> deduped -> SFT dataset. Thin wrappers over the logic modules."""
 
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -68,25 +69,37 @@ def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_st
 
 
 class CleanRecordsConfig(Config):
+    drops: list[str] = Field(["*"], description="glob patterns over raw_records partition keys (drop ids): the "
+                                                "drops this dataset is made of; a recipe selects its own")
     min_prompt_chars: int = 8
     max_prompt_chars: int = 1000
     min_completion_chars: int = 3
     max_completion_chars: int = 2000
+    keep_newlines: bool = Field(False, description="keep line breaks and indentation (code, lists, worked "
+                                                   "answers); False collapses all whitespace to single spaces")
+
+
+def selected_drops(keys: list[str], patterns: list[str]) -> list[str]:
+    """The partition keys matching any of ``patterns`` (fnmatch globs), in key order."""
+    return sorted(k for k in keys if any(fnmatch.fnmatchcase(k, p) for p in patterns))
 
 
 @asset(group_name=GROUP, kinds={"python", "parquet"})
 def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, raw_records: dict[str, Artifact],
                   artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
-    """Every ingested drop, Unicode-normalized, HTML-stripped, PII-redacted, length-filtered; rejects quarantined."""
+    """The selected drops, Unicode-normalized, HTML-stripped, PII-redacted, length-filtered; rejects quarantined."""
     if not raw_records:
         raise ValueError("no drop has been ingested yet: add a drop file and materialize its raw_records partition")
     # Partition-key order, so the same drops always give the same content (and data version).
-    keys = sorted(raw_records)
+    keys = selected_drops(list(raw_records), config.drops)
+    if not keys:
+        raise ValueError(f"no ingested drop matches clean_records.drops={config.drops}; ingested drops: "
+                         f"{', '.join(sorted(raw_records))}")
     records = pd.concat([_read_records(raw_records[k]) for k in keys], ignore_index=True)
     inputs = {f"raw_records[{k}]": raw_records[k] for k in keys}
     drops = {k: {**raw_records[k].card().get("drops", {}).get(k, {}), "raw_version": raw_records[k].version}
              for k in keys}
-    result = clean_logic(records, CleanConfig(**config.model_dump()))
+    result = clean_logic(records, CleanConfig(**config.model_dump(exclude={"drops"})))
     with artifact_store.stage("clean_records") as staging:
         result.records.to_parquet(staging / "records.parquet", index=False)
         result.quarantine.to_json(staging / "quarantine.jsonl", orient="records", lines=True)
