@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from resources.paths import ftops_home
@@ -30,45 +29,25 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def run_end_to_end(run_config: dict | None = None):
-    """Ingest each new drop (one raw_records partition run each), then materialize the rest of the graph in one run
-    on the instance in ``$DAGSTER_HOME``."""
-    from dagster import DagsterInstance
+def cmd_run(args: argparse.Namespace) -> int:
+    from ft_assets.recipe_run import cmd_run as run
 
-    from ft_assets.automation.ingest import ingest_present_drops
-    from ft_assets.definitions import defs
-
-    ensure_dagster_home()
-    with DagsterInstance.get() as instance:
-        failed = [r for r in ingest_present_drops(defs, instance) if not r.success]
-        if failed:
-            return failed[0]
-        job = defs.resolve_job_def("end_to_end")
-        return job.execute_in_process(instance=instance, run_config=run_config or {}, raise_on_error=False)
+    return run(args.recipe, args.set or [], check_only=args.check)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import yaml
+    from ft_assets.recipe_run import cmd_run as run
+    from ft_assets.recipes import DEMO_RECIPE
 
-    from ft_assets.lineage.artifacts import latest
-    from resources.paths import default_artifact_root
+    return run(DEMO_RECIPE, args.set or [])
 
-    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    started = time.perf_counter()
-    result = run_end_to_end(run_config)
-    elapsed = time.perf_counter() - started
-    if not result.success:
-        failed = [e for e in result.all_events if e.is_failure or e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        for event in failed:
-            print(event.message, file=sys.stderr)
-        print(f"ftops demo: run {result.run_id} failed after {elapsed:.0f}s", file=sys.stderr)
-        return 1
-    report = latest(Path(default_artifact_root()), "eval_report")
-    # Metrics and gates; the failure samples stay in report.md / report.html.
-    print((report.path / "report.md").read_text().split("## Failures")[0].rstrip() + "\n")
-    print(f"HTML report: {report.path / 'report.html'}")
-    print(f"run {result.run_id} succeeded in {elapsed:.0f}s")
-    print(report.path / "report.json")
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from ft_assets.recipes import available_recipes, load_recipe
+
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        print(f"{name:32} job {recipe.job_name:30} {recipe.description}")
     return 0
 
 
@@ -267,9 +246,17 @@ def cmd_init(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="materialize the whole asset graph on the embedded default")
-    demo.add_argument("--config", help="a Dagster run config YAML (ops: {asset: {config: ...}})")
+    demo = sub.add_parser("demo", help="run the demo recipe (recipes/text-to-sql-demo.yaml) on the embedded default")
+    demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a recipe setting")
     demo.set_defaults(func=cmd_demo)
+    run = sub.add_parser("run", help="check a recipe, ingest its drops and materialize its job on the local instance")
+    run.add_argument("recipe", help="a recipe name in recipes/ (see `ftops recipes`) or a path to a recipe YAML")
+    run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                     help="override a recipe setting, e.g. --set training.max_steps=10 (repeatable; values are YAML)")
+    run.add_argument("--check", action="store_true", help="only check the recipe (no compute); exit 2 on a problem")
+    run.set_defaults(func=cmd_run)
+    recipes = sub.add_parser("recipes", help="list the recipes in recipes/ with their job names")
+    recipes.set_defaults(func=cmd_recipes)
     gen = sub.add_parser("generate-demo-data", help="write the deterministic text-to-SQL demo drops")
     gen.add_argument("out_dir")
     gen.add_argument("--records", type=int, default=500)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import Definitions
 
 from data_checks.checks import clean_records_gate, deduped_records_gate, sft_dataset_gate
 from data_checks.preference_checks import preference_dataset_gate
@@ -18,23 +18,13 @@ from ft_assets.evaluation.checks import (
     quantized_serving_consistent,
     quantized_within_tolerance,
 )
+from ft_assets.jobs import build_jobs
 from ft_assets.lineage.assets import model_cards, registered_models
 from ft_assets.models.assets import base_model, merged_model, quantized_model
 from ft_assets.training.assets import sft_adapter
 from ft_assets.training.checks import sft_label_mask
 from ft_assets.training.dpo_assets import dpo_adapter
-from resources import (
-    ArtifactIOManager,
-    ArtifactStore,
-    DvcResource,
-    GreatExpectationsResource,
-    ModelGates,
-    ModelRegistry,
-    RawDrops,
-    RetrainPolicy,
-    TrainingCompute,
-)
-from resources.paths import default_artifact_root, default_drops_dir, default_dvc_remote, default_dvc_repo
+from resources.factory import build_resources
 
 data_assets = [raw_records, clean_records, deduped_records, sft_dataset, preference_dataset]
 model_assets = [base_model, sft_adapter, dpo_adapter, merged_model, quantized_model]
@@ -46,26 +36,17 @@ model_gates = [merged_matches_adapter, merged_serving_consistent, quantized_serv
 training_gates = [sft_label_mask]
 gates = [*data_gates, *training_gates, *model_gates]
 
-# Ingested drops (raw_records partitions, one ingest_drop run each) to evaluated model in one run: `make demo`.
-end_to_end = define_asset_job("end_to_end", selection=AssetSelection.all() - AssetSelection.assets(raw_records),
-                              description="ingested drops to eval report")
 # New drop -> sensor -> ingest run -> automation: every downstream asset follows, stopped by a failing gate.
 sensors = [build_drop_sensor(), build_automation_sensor()]
 
-defs = Definitions(
-    assets=with_retrain_automation(all_assets),
-    asset_checks=gates,
-    jobs=[ingest_drop, end_to_end],
-    sensors=sensors,
-    resources={
-        "io_manager": ArtifactIOManager(),
-        "artifact_store": ArtifactStore(root=default_artifact_root()),
-        "raw_drops": RawDrops(path=default_drops_dir()),
-        "retrain_policy": RetrainPolicy(),
-        "training_compute": TrainingCompute(),
-        "gx": GreatExpectationsResource(),
-        "model_gates": ModelGates(),
-        "model_registry": ModelRegistry(),
-        "dvc": DvcResource(repo_dir=default_dvc_repo(), remote_url=default_dvc_remote()),
-    },
-)
+
+def build_defs(resources: dict | None = None) -> Definitions:
+    """The code location: every asset and gate, ``ingest_drop``, ``end_to_end`` and one job per recipe, the sensors,
+    and a resource set (``build_resources()``: the deployment ``FTOPS_DEPLOYMENT`` names, embedded by default)."""
+    asset_names = {a.key.to_user_string() for a in all_assets}
+    return Definitions(assets=with_retrain_automation(all_assets), asset_checks=gates,
+                       jobs=[ingest_drop, *build_jobs(asset_names)], sensors=sensors,
+                       resources=resources if resources is not None else build_resources())
+
+
+defs = build_defs()

@@ -10,12 +10,15 @@ from ft_assets.data.assets import raw_drops_partitions
 from resources import RawDrops
 
 
-def ingest_present_drops(defs: Definitions, instance: DagsterInstance) -> list[ExecuteInProcessResult]:
+def ingest_present_drops(defs: Definitions, instance: DagsterInstance, raw_drops: RawDrops | None = None,
+                         ) -> list[ExecuteInProcessResult]:
     """Register each drop file as a partition and ingest those whose content is not ingested yet.
 
     The sensor does the same for drops that arrive while the daemon runs; this is the one-shot version.
+    ``raw_drops`` (a recipe's drop location) replaces the code location's own for these runs.
     """
-    raw_drops: RawDrops = defs.resources["raw_drops"]
+    run_config = {"resources": {"raw_drops": {"config": raw_drops.model_dump()}}} if raw_drops else {}
+    raw_drops = raw_drops or defs.resources["raw_drops"]
     raw_drops.ensure_demo_drops()
     listing = raw_drops.scan()
     if not listing:
@@ -33,5 +36,5 @@ def ingest_present_drops(defs: Definitions, instance: DagsterInstance) -> list[E
         if ingested_sha256(instance, drop.key) == sha:
             continue  # same content already ingested: nothing changes downstream
         results.append(job.execute_in_process(instance=instance, partition_key=drop.key, raise_on_error=False,
-                                              tags={DROP_SHA256_TAG: sha}))
+                                              tags={DROP_SHA256_TAG: sha}, run_config=run_config))
     return results
