@@ -7,22 +7,11 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions
 
-from ft_assets.automation.conditions import with_retrain_automation
 from ft_assets.automation.ingest import ingest_present_drops
-from ft_assets.automation.sensors import build_automation_sensor, build_drop_sensor, ingest_drop
 from ft_assets.data.text_to_sql import generate_clean_pairs
-from ft_assets.definitions import all_assets, end_to_end, gates
-from resources import (
-    ArtifactIOManager,
-    ArtifactStore,
-    DvcResource,
-    GreatExpectationsResource,
-    ModelGates,
-    ModelRegistry,
-    RawDrops,
-    RetrainPolicy,
-    TrainingCompute,
-)
+from ft_assets.definitions import build_defs
+from resources import ModelGates, RetrainPolicy
+from resources.factory import build_resources
 
 CHAIN = ["clean_records", "deduped_records", "sft_dataset", "sft_adapter", "merged_model", "quantized_model",
          "eval_report", "model_cards"]
@@ -33,15 +22,8 @@ def requested(result) -> set[str]:
 
 
 def build(tmp_path: Path) -> Definitions:
-    return Definitions(
-        assets=with_retrain_automation(all_assets), asset_checks=gates, jobs=[ingest_drop, end_to_end],
-        sensors=[build_drop_sensor(), build_automation_sensor()],
-        resources={"io_manager": ArtifactIOManager(), "artifact_store": ArtifactStore(root=str(tmp_path / "artifacts")),
-                   "raw_drops": RawDrops(path=str(tmp_path / "drops"), demo_if_empty=False),
-                   "retrain_policy": RetrainPolicy(), "training_compute": TrainingCompute(),
-                   "gx": GreatExpectationsResource(), "model_gates": ModelGates(),
-                   "model_registry": ModelRegistry(path=str(tmp_path / "registry.sqlite")),
-                   "dvc": DvcResource(repo_dir=str(tmp_path / "dvc"), remote_url=str(tmp_path / "dvc_remote"))})
+    return build_defs(build_resources(tmp_path, model_gates=ModelGates(),
+                                      retrain_policy=RetrainPolicy()))
 
 
 def test_definitions_load_with_sensors_running_by_default():

@@ -7,22 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance
 
 from ft_assets.automation.ingest import ingest_present_drops
-from ft_assets.automation.sensors import ingest_drop
 from ft_assets.data.text_to_sql import write_demo_drops
-from ft_assets.definitions import all_assets, end_to_end, gates
-from resources import (
-    ArtifactIOManager,
-    ArtifactStore,
-    DvcResource,
-    GreatExpectationsResource,
-    ModelGates,
-    ModelRegistry,
-    RawDrops,
-    TrainingCompute,
-)
+from ft_assets.definitions import build_defs
+from resources import ModelGates, ModelRegistry
+from resources.factory import build_resources
 
 # A tiny random model writes no SQL and rarely stops on EOS: these gates must not block its plumbing run.
 LENIENT_GATES = ModelGates(min_exact_match_gain=0.0, max_runaway_rate=1.0, quantized_exact_match_tolerance=1.0)
@@ -43,14 +34,8 @@ def run_graph(tmp_path: Path, run_config: dict, n_records: int = 300, instance: 
     drops = tmp_path / "drops"
     if not drops.exists():
         write_demo_drops(drops, n_records=n_records)
-    defs = Definitions(
-        assets=all_assets, asset_checks=gates, jobs=[ingest_drop, end_to_end],
-        resources={"io_manager": ArtifactIOManager(), "artifact_store": ArtifactStore(root=str(tmp_path / "artifacts")),
-                   "raw_drops": RawDrops(path=str(drops), demo_if_empty=False), "training_compute": TrainingCompute(),
-                   "gx": GreatExpectationsResource(), "model_gates": model_gates,
-                   "model_registry": model_registry or ModelRegistry(path=str(tmp_path / "registry.sqlite")),
-                   "dvc": DvcResource(repo_dir=str(tmp_path / "dvc"), remote_url=str(tmp_path / "dvc_remote"))},
-    )
+    overrides = {"model_gates": model_gates, **({"model_registry": model_registry} if model_registry else {})}
+    defs = build_defs(build_resources(tmp_path, **overrides))
     instance = instance or DagsterInstance.ephemeral()
     # Each drop is a raw_records partition with its own ingest run, as in `ftops demo`; a selection that names
     # raw_records ingests the drops first, then runs the rest of the selection.
