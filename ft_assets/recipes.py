@@ -72,7 +72,7 @@ def available_recipes(folder: Path = RECIPES_DIR) -> list[str]:
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
-    """``training.max_steps=2`` -> (["training", "max_steps"], 2); the value is read as YAML."""
+    """``training.max_steps=2`` -> (["training", "max_steps"], 2); the value is read as YAML; ``key=`` unsets."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set {text!r}: write it as section.key=value, e.g. training.max_steps=2")
@@ -89,7 +89,10 @@ def apply_overrides(doc: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise RecipeError(f"--set {text!r}: {key!r} is a value, not a section")
             node = child
-        node[keys[-1]] = value
+        if value == "":  # `--set key=`: unset, back to the default
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
     return doc
 
 
