@@ -8,6 +8,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ft_assets.models.merge import merge_adapter
 from ft_assets.models.quantize import dir_size_bytes, quantize_bnb_nf4
+from ft_assets.tasks.text_to_sql import TASK
+
+PROBES = TASK.probes
 
 
 def _probe_ids(model_dir):
@@ -74,8 +77,8 @@ def test_logit_agreement_separates_a_good_merge_from_a_missing_adapter(scratch_m
     tokenizer = AutoTokenizer.from_pretrained(scratch_model_dir)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     base = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
-    good = logit_agreement(peft_model, merged, tokenizer)
-    bad = logit_agreement(peft_model, base, tokenizer)
+    good = logit_agreement(peft_model, merged, tokenizer, PROBES)
+    bad = logit_agreement(peft_model, base, tokenizer, PROBES)
     assert good["max_abs_logit_diff"] < 1e-3 and good["top1_agreement"] == 1.0
     assert bad["max_abs_logit_diff"] > 0.01
     assert good["probe_tokens"] == bad["probe_tokens"] > 50
@@ -86,11 +89,11 @@ def test_serving_check_reports_runaways_and_template_mismatch(scratch_model_dir)
 
     tokenizer = AutoTokenizer.from_pretrained(scratch_model_dir)
     model = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
-    same = serving_check(model, tokenizer, tokenizer.chat_template, max_new_tokens=8)
+    same = serving_check(model, tokenizer, tokenizer.chat_template, PROBES, max_new_tokens=8)
     assert same["chat_template_matches_training"] is True
     assert same["probes"] == 7 and 0.0 <= same["runaway_rate"] <= 1.0
     assert same["stopped_on_eos"] + round(same["runaway_rate"] * same["probes"]) == same["probes"]
-    other = serving_check(model, tokenizer, "{{ messages }}", max_new_tokens=8)
+    other = serving_check(model, tokenizer, "{{ messages }}", PROBES, max_new_tokens=8)
     assert other["chat_template_matches_training"] is False
 
 
@@ -105,5 +108,5 @@ def test_serving_check_sees_eos_when_the_model_emits_it(scratch_model_dir):
         return forced
 
     model.lm_head.register_forward_hook(force_eos)
-    check = serving_check(model, tokenizer, tokenizer.chat_template, max_new_tokens=4)
+    check = serving_check(model, tokenizer, tokenizer.chat_template, PROBES, max_new_tokens=4)
     assert check["runaway_rate"] == 0.0 and check["stopped_on_eos"] == check["probes"]

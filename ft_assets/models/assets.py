@@ -26,7 +26,7 @@ from ft_assets.models.quantize import (
     unavailable_reason,
 )
 from ft_assets.training.sft import read_jsonl
-from resources import ArtifactStore
+from resources import ArtifactStore, TaskResource
 from resources.paths import default_gguf_path
 
 GROUP = "models"
@@ -88,13 +88,14 @@ def _provenance(base_model: Artifact, sft_adapter: Artifact) -> dict:
 
 @asset(group_name=GROUP, kinds={"pytorch", "safetensors"})
 def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model: Artifact, sft_adapter: Artifact,
-                 artifact_store: ArtifactStore) -> Output:
+                 artifact_store: ArtifactStore, task: TaskResource) -> Output:
     """The adapter merged into a full-precision base (never a quantized one), checked against base + adapter."""
     inputs = {"base_model": base_model, "sft_adapter": sft_adapter}
     provenance = _provenance(base_model, sft_adapter)
     with artifact_store.stage("merged_model") as staging:
         info = merge_adapter(base_model.path, sft_adapter.path, staging, config.dtype)
-        checks = verify_merge(base_model.path, sft_adapter.path, staging)
+        probes = task.task()
+        checks = verify_merge(base_model.path, sft_adapter.path, staging, probes.probes, probes.probe_max_new_tokens)
         (staging / "merge_check.json").write_text(json.dumps(checks["merge_check"], indent=2))
         (staging / "serving_check.json").write_text(json.dumps(checks["serving_check"], indent=2))
         method = f"{_trained_method(sft_adapter)} merge ({config.dtype})"
@@ -118,7 +119,7 @@ class QuantizeConfig(Config):
 
 @asset(group_name=GROUP, kinds={"pytorch", "bitsandbytes"})
 def quantized_model(context: AssetExecutionContext, config: QuantizeConfig, merged_model: Artifact,
-                    sft_dataset: Artifact, artifact_store: ArtifactStore) -> Output:
+                    sft_dataset: Artifact, artifact_store: ArtifactStore, task: TaskResource) -> Output:
     """The merged model quantized by each configured method, one sub-directory each; unavailable ones skipped."""
     for method in config.methods:
         unavailable_reason(method)  # unknown methods fail here, before any work
@@ -138,7 +139,8 @@ def quantized_model(context: AssetExecutionContext, config: QuantizeConfig, merg
             model, load_seconds = load_quantized(staging / method)
             tokenizer = AutoTokenizer.from_pretrained(staging / method)
             info["load_seconds"] = load_seconds
-            info["serving_check"] = serving_check(model, tokenizer, training_template)
+            info["serving_check"] = serving_check(model, tokenizer, training_template, task.task().probes,
+                                                  task.task().probe_max_new_tokens)
             del model
             write_card(staging / method, build_card(
                 name="quantized_model", variant=VARIANT_NAMES[method], method=method, metrics=None, gates=[],

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ft_assets.data.split import SYSTEM_PROMPTS
-from ft_assets.data.text_to_sql import DB_ID
-
-# A fixed probe set: task questions in the training format plus one off-task chat turn.
-PROBE_CONVERSATIONS: list[list[dict]] = [
-    [{"role": "system", "content": SYSTEM_PROMPTS[DB_ID]}, {"role": "user", "content": question}]
-    for question in (
-        "How many employees work in Oslo?",
-        "What is the average salary in Legal?",
-        "List the top 5 earners.",
-        "Who sits on floor 2?",
-        "Count the Finance staff in Lima.",
-        "Which employees in Tokyo earn more than 60000?",
-    )
-] + [[{"role": "user", "content": "Say hello in one word."}]]
+# The probes are the task's (``Task.probes``): its questions in the training format plus an off-task turn.
+Conversations = list[list[dict]] | tuple[tuple[dict, ...], ...]
 
 
 def _encode(tokenizer, conversations: list[list[dict]], device):
-    texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    texts = [tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
+             for c in conversations]
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
 
 
-def logit_agreement(reference, candidate, tokenizer, conversations: list[list[dict]] = PROBE_CONVERSATIONS) -> dict:
+def logit_agreement(reference, candidate, tokenizer, conversations: Conversations) -> dict:
     """Compare next-token logits of two models over every real (non-pad) probe position."""
     import torch
 
@@ -47,8 +35,8 @@ def logit_agreement(reference, candidate, tokenizer, conversations: list[list[di
     }
 
 
-def serving_check(model, tokenizer, training_chat_template: str | None, max_new_tokens: int = 64,
-                  conversations: list[list[dict]] = PROBE_CONVERSATIONS) -> dict:
+def serving_check(model, tokenizer, training_chat_template: str | None, conversations: Conversations,
+                  max_new_tokens: int = 64) -> dict:
     """Generate greedily on the probes: does every answer end on EOS, and is the chat template the training one?"""
     import torch
 

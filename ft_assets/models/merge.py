@@ -35,8 +35,8 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str =
     return {"dtype": dtype, "parameters": merged.num_parameters()}
 
 
-def verify_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> dict:
-    """Logits of the merged model against base + adapter on fixed probes, and its EOS / template behaviour."""
+def verify_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path, probes, max_new_tokens: int = 64) -> dict:
+    """Logits of the merged model against base + adapter on the task's probes, and its EOS / template behaviour."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ft_assets.models.consistency import logit_agreement, serving_check
@@ -45,5 +45,5 @@ def verify_merge(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> dict:
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     training_template = AutoTokenizer.from_pretrained(adapter_dir).chat_template
-    return {"merge_check": logit_agreement(reference, merged, tokenizer),
-            "serving_check": serving_check(merged, tokenizer, training_template)}
+    return {"merge_check": logit_agreement(reference, merged, tokenizer, probes),
+            "serving_check": serving_check(merged, tokenizer, training_template, probes, max_new_tokens)}
