@@ -18,8 +18,9 @@ from data_checks.gx_suites import (
     sft_split_suite,
     with_pii_column,
 )
+from ft_assets.data import artifact_files as files
 from ft_assets.data.dedup import dedup_key, example_keys
-from ft_assets.data.records import ensure_record_columns
+from ft_assets.data.records import example_rows, reason_examples
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, GreatExpectationsResource
 
@@ -38,19 +39,41 @@ def _validate(gx: GreatExpectationsResource, artifact_store: ArtifactStore, fram
     return suite, str(docs.path / "index.html")
 
 
-def _result(suite: SuiteResult, docs_index: str, **metadata) -> AssetCheckResult:
+def failure_examples(suite: SuiteResult, frame: pd.DataFrame | None = None,
+                     quarantine: pd.DataFrame | None = None) -> dict[str, object]:
+    """Per failed expectation, the rows behind it; for a table-level failure (too few rows), why rows went:
+    examples of each quarantine reason of the checked artifact."""
+    out: dict[str, object] = {}
+    for o in suite.failures():
+        name = f"{o.expectation}({o.kwargs.get('column', '')})"
+        rows = example_rows(frame, o.unexpected_record_ids) if frame is not None else []
+        if rows:
+            out[name] = rows
+        elif o.expectation == "expect_table_row_count_to_be_between" and quarantine is not None and len(quarantine):
+            out[name] = {"observed_rows": o.observed_value, "quarantined_by_reason": reason_examples(quarantine)}
+        else:
+            out[name] = [str(x)[:160] for x in o.unexpected_examples[:3]]
+    return out
+
+
+def _result(suite: SuiteResult, docs_index: str, frame: pd.DataFrame | None = None,
+            quarantine: pd.DataFrame | None = None, **metadata) -> AssetCheckResult:
     failures = [f"{o.expectation}({', '.join(f'{k}={v}' for k, v in o.kwargs.items())}): "
                 f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} unexpected, "
                 f"e.g. {o.unexpected_examples[:3]}"
                 + (f" in rows {', '.join(o.unexpected_record_ids[:5])}" if o.unexpected_record_ids else "")
                 for o in suite.failures()]
+    examples = {} if suite.success else failure_examples(suite, frame, quarantine)
+    description = "all expectations met" if suite.success else "; ".join(failures)
+    if examples:
+        description += "\nexamples: " + json.dumps(examples, default=str)[:2000]
     return AssetCheckResult(
         passed=suite.success,
         severity=AssetCheckSeverity.ERROR,
-        description="all expectations met" if suite.success else "; ".join(failures),
+        description=description,
         metadata={"suite": suite.suite, "expectations": len(suite.outcomes), "failed": len(failures),
                   "results": MetadataValue.md(suite.markdown()), "data_docs": MetadataValue.path(docs_index),
-                  **metadata},
+                  "failure_examples": MetadataValue.json(examples), **metadata},
     )
 
 
@@ -58,21 +81,21 @@ def _result(suite: SuiteResult, docs_index: str, **metadata) -> AssetCheckResult
              description="GX suite: columns and types, non-null, unique ids, lengths, no PII left, enough rows")
 def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource,
                        artifact_store: ArtifactStore) -> AssetCheckResult:
-    frame = prepare_records(ensure_record_columns(pd.read_parquet(clean_records.path / "records.parquet")))
+    frame = prepare_records(files.read_records(clean_records.path))
     suite, docs = _validate(gx, artifact_store, frame, "clean_records", clean_records_suite(MIN_CLEAN_ROWS),
                             clean_records)
-    return _result(suite, docs, rows=len(frame))
+    return _result(suite, docs, frame, files.read_quarantine(clean_records.path), rows=len(frame))
 
 
 @asset_check(asset="deduped_records", blocking=True,
              description="GX suite: as clean, plus no duplicate left under the normalized example key")
 def deduped_records_gate(deduped_records: Artifact, gx: GreatExpectationsResource,
                          artifact_store: ArtifactStore) -> AssetCheckResult:
-    frame = prepare_records(ensure_record_columns(pd.read_parquet(deduped_records.path / "records.parquet")))
+    frame = prepare_records(files.read_records(deduped_records.path))
     frame["dedup_key"] = example_keys(frame)
     suite, docs = _validate(gx, artifact_store, frame, "deduped_records", deduped_records_suite(MIN_CLEAN_ROWS),
                             deduped_records)
-    return _result(suite, docs, rows=len(frame))
+    return _result(suite, docs, frame, rows=len(frame))
 
 
 def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
@@ -97,14 +120,11 @@ def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
              description="GX suite: both splits large enough, chat role order, no empty turns, no train/eval overlap")
 def sft_dataset_gate(sft_dataset: Artifact, gx: GreatExpectationsResource,
                      artifact_store: ArtifactStore) -> AssetCheckResult:
-    def read(name: str) -> list[dict]:
-        return [json.loads(line) for line in (sft_dataset.path / f"{name}.jsonl").read_text().splitlines() if line]
-
-    train, evaluation = read("train"), read("eval")
+    train, evaluation = files.read_examples(sft_dataset.path, "train"), files.read_examples(sft_dataset.path, "eval")
     frame = sft_frame(train, evaluation)
     suite, docs = _validate(gx, artifact_store, frame, "sft_dataset", sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS),
                             sft_dataset)
-    result = _result(suite, docs, train_rows=len(train), eval_rows=len(evaluation))
+    result = _result(suite, docs, frame, train_rows=len(train), eval_rows=len(evaluation))
     enough = len(train) >= MIN_TRAIN_ROWS and len(evaluation) >= MIN_EVAL_ROWS
     if suite.success and not enough:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,

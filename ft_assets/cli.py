@@ -91,10 +91,16 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     import json
     import traceback
 
+    from ft_assets.data.clean import CleanConfig
+    from ft_assets.data.ingest import IngestLimits
     from ft_assets.data.preflight import preflight
 
     try:
-        summary = preflight(args.paths, near_threshold=args.near_threshold, min_rows=args.min_rows)
+        field_map = dict(pair.split("=", 1) for pair in args.field_map.split(",") if pair) if args.field_map else None
+        limits = IngestLimits(max_drop_bytes=args.max_drop_bytes, max_rows=args.max_rows)
+        summary = preflight(args.paths, CleanConfig(keep_newlines=args.keep_newlines),
+                            near_threshold=args.near_threshold, min_rows=args.min_rows, field_map=field_map,
+                            limits=limits)
     except Exception as exc:  # a pre-flight tool reports, it does not crash
         print(json.dumps({"success": False, "error": f"{type(exc).__name__}: {exc}",
                           "traceback": traceback.format_exc(limit=3)}, indent=2))
@@ -277,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("paths", nargs="+", help="files or folders (.jsonl, .json, .csv, .parquet, .jsonl.gz)")
     validate.add_argument("--near-threshold", type=float, default=0.8)
     validate.add_argument("--min-rows", type=int, default=50)
+    validate.add_argument("--field-map", default="", help="canonical=source, e.g. prompt=question,completion=query")
+    validate.add_argument("--keep-newlines", action="store_true", help="keep line breaks (code, worked answers)")
+    validate.add_argument("--max-drop-bytes", type=int, default=2 * 1024**3, help="decompressed bytes per file")
+    validate.add_argument("--max-rows", type=int, default=2_000_000, help="rows per file")
     validate.set_defaults(func=cmd_data_validate)
     versions = data.add_parser("versions", help="list the DVC-tracked versions of a dataset asset")
     versions.add_argument("asset")

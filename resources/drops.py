@@ -12,7 +12,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from ft_assets.automation.drops import DropDigest, DropListing, TriggerPolicy, digest_stream, partition_key_for
-from ft_assets.data.ingest import SUPPORTED_SUFFIXES
+from ft_assets.data.ingest import SUPPORTED_SUFFIXES, IngestLimits, outside_roots
 from ft_assets.data.text_to_sql import write_demo_drops
 
 
@@ -43,6 +43,24 @@ class RawDrops(ConfigurableResource):
     field_map: dict[str, str] = Field(default_factory=dict, description=(
         "canonical field -> source column, e.g. {'prompt': 'question', 'completion': 'query', 'db_id': 'db_id'}; "
         "empty: detect the usual field names"))
+    max_record_bytes: int = Field(1_000_000, gt=0, description="one row larger than this is quarantined")
+    max_drop_bytes: int = Field(2 * 1024**3, gt=0, description="bytes read from one drop after decompression; "
+                                                              "past it the rest is refused (gzip bombs)")
+    max_rows: int = Field(2_000_000, gt=0, description="rows read from one drop; past it the rest is refused")
+    max_columns: int = Field(1_000, gt=0, description="a wider CSV or Parquet file is refused")
+    max_document_bytes: int = Field(256 * 1024**2, gt=0, description="a .json drop (parsed whole) larger than "
+                                                                    "this is refused; use JSON Lines")
+
+    def limits(self) -> IngestLimits:
+        return IngestLimits(self.max_record_bytes, self.max_drop_bytes, self.max_rows, self.max_columns,
+                            self.max_document_bytes)
+
+    def _local_root(self) -> Path:
+        return Path(self.path.removeprefix("file://"))
+
+    def _escapes(self, uri: str) -> bool:
+        """A local entry (a symlink) that resolves outside the drop folder: never listed, never read."""
+        return self.is_local and outside_roots(Path(uri), [self._local_root()]) is not None
     pattern: str = Field("*", description="which files of the location are drops (a glob on the file name)")
     key_prefix: str = Field("", description="prepended to every drop id, so a recipe's drops never mix with "
                                             "another's on one instance")
@@ -72,6 +90,8 @@ class RawDrops(ConfigurableResource):
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if info.get("type") != "file" or name.startswith(".") or not name.lower().endswith(SUPPORTED_SUFFIXES):
                 continue
+            if self._escapes(info["name"]):
+                continue
             if not fnmatch.fnmatch(name, self.pattern):
                 continue
             mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("created")
@@ -99,7 +119,10 @@ class RawDrops(ConfigurableResource):
     def fetch(self, drop: DropListing) -> Path:
         """A local path holding the drop's bytes: the file itself, or a copy of a remote object (atomic)."""
         if self.is_local:
-            return Path(drop.uri.removeprefix("file://"))
+            local = Path(drop.uri.removeprefix("file://"))
+            if reason := outside_roots(local, [self._local_root()]):
+                raise PermissionError(reason)
+            return local
         from resources.paths import ftops_home
 
         target = Path(self.cache_dir or ftops_home() / "drops_cache") / drop.key / drop.name

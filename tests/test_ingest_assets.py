@@ -92,3 +92,60 @@ def test_raw_records_applies_the_field_map_and_records_the_fields_used(tmp_path,
     result = materialize([raw_records], instance=instance, resources=bad, partition_key="reviews",
                          raise_on_error=False)
     assert not result.success
+
+
+def _drop_folder(tmp_path: Path) -> Path:
+    drops = tmp_path / "drops"
+    rows = [{"question": f"How many staff work in department number {i}?", "sql": f"SELECT count(*) FROM s{i};"}
+            for i in range(30)]
+    rows += rows[:4] + [{"question": "Hi?", "sql": "SELECT 1;"}, {"question": "Who?"}]
+    _write(drops / "a.jsonl", rows)
+    _write(drops / "b.jsonl", _math(12, "b") + [{"question": "Mail me at jo@example.com please, how much is 2+2?",
+                                                "answer": "4"}])
+    return drops
+
+
+def test_validate_and_the_assets_count_the_same_on_the_same_drops(tmp_path):
+    from ft_assets.data.preflight import preflight
+
+    drops = _drop_folder(tmp_path)
+    instance, resources = DagsterInstance.ephemeral(), _resources(tmp_path, drops)
+    _ingest(instance, resources, ["a", "b"])
+    result = materialize([raw_records, clean_records, deduped_records], instance=instance, resources=resources,
+                         selection=[AssetKey("clean_records"), AssetKey("deduped_records")])
+    clean = {k: v.value for k, v in result.asset_materializations_for_node("clean_records")[0].metadata.items()}
+    dedup = {k: v.value for k, v in result.asset_materializations_for_node("deduped_records")[0].metadata.items()}
+    summary = preflight([str(drops)], min_rows=1)
+    raw_quarantined = sum(m["quarantined"] for m in _raw_metadata(instance).values())
+    assert summary["quarantined"] == raw_quarantined + clean["quarantined"]
+    assert summary["kept"] == dedup["rows"]
+    assert summary["duplicates"] == {"exact": dedup["exact_duplicates"], "near": dedup["near_duplicates"]}
+    assert summary["pii_redacted"] == clean["pii_redacted"]
+    assert summary["rows_in"] == summary["kept"] + summary["quarantined"] + sum(summary["duplicates"].values())
+
+
+def _raw_metadata(instance: DagsterInstance) -> dict[str, dict]:
+    from dagster import AssetRecordsFilter
+
+    out = {}
+    for key in instance.get_dynamic_partitions("raw_drops"):
+        [record] = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("raw_records"), asset_partitions=[key]), limit=1).records
+        out[key] = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    return out
+
+
+def test_a_failing_gate_shows_why_rows_went_with_examples(tmp_path):
+    from data_checks.checks import clean_records_gate
+
+    drops = _drop_folder(tmp_path)
+    instance, resources = DagsterInstance.ephemeral(), _resources(tmp_path, drops)
+    _ingest(instance, resources, ["a"])
+    result = materialize([raw_records, clean_records, clean_records_gate], instance=instance, resources=resources,
+                         selection=[AssetKey("clean_records")], raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed  # 31 rows < 50
+    examples = evaluation.metadata["failure_examples"].value
+    why = examples["expect_table_row_count_to_be_between()"]["quarantined_by_reason"]
+    assert why["too short"][0]["where"] == "a.jsonl:35"
+    assert "too short" in evaluation.description and "a.jsonl:35" in evaluation.description

@@ -38,3 +38,20 @@ def test_garbage_and_missing_files_do_not_crash(tmp_path, capsys):
     assert code == 1 and not summary["success"]
     assert summary["missing_files"] == [str(tmp_path / "nope.jsonl")]
     assert summary["kept"] == 0 and summary["quarantined"] == summary["rows_in"] == 2
+
+
+def test_a_failing_gate_shows_example_rows_for_each_reason(tmp_path, capsys):
+    drop = tmp_path / "few.jsonl"
+    rows = [{"question": f"How many staff work in department number {i}?", "sql": f"SELECT {i};"} for i in range(5)]
+    rows += [rows[0], {"question": "Hi?", "sql": "SELECT 1;"}, {"question": "Who?"}]
+    drop.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    code, summary = _run(capsys, drop, "--min-rows", "50")
+    assert code == 1
+    examples = summary["quarantine_examples"]
+    assert set(examples) == {"malformed JSON", "missing field", "too short"}
+    assert examples["malformed JSON"][0]["where"] == "few.jsonl:9" and examples["malformed JSON"][0]["raw"] == "{broken"
+    assert examples["too short"][0]["reason"].startswith("too short: prompt")
+    [dup] = summary["duplicate_examples"]["exact"]
+    assert (dup["record_id"], dup["duplicate_of"]) == ("few:6", "few:1")
+    [failed] = [e for e in summary["expectations"] if not e["success"]]
+    assert failed["observed_value"] == 5

@@ -1,9 +1,6 @@
-"""Data stages: raw drops -> clean -> deduped -> SFT dataset. Thin wrappers over the logic modules."""
-
+"""Data stages: raw drops -> clean -> deduped -> SFT dataset. Thin wrappers over ``ft_assets.data.pipeline``."""
 
 import fnmatch
-import json
-from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, DynamicPartitionsDefinition, MetadataValue, Output, asset
@@ -11,21 +8,15 @@ from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.automation.drops import DROP_SHA256_TAG, digest_stream
+from ft_assets.data import artifact_files as files
 from ft_assets.data.clean import CleanConfig
-from ft_assets.data.clean import clean_records as clean_logic
-from ft_assets.data.decontam import contaminated
-from ft_assets.data.dedup import DedupResult, exact_dedup, near_dedup
-from ft_assets.data.ingest import check_field_map, ingest_drops
-from ft_assets.data.records import ensure_record_columns, reason_counts
-from ft_assets.data.split import source_record_id, split_records
+from ft_assets.data.ingest import check_field_map
+from ft_assets.data.pipeline import clean_stage, dedup_stage, ingest_to_artifact, split_stage
+from ft_assets.data.records import reason_counts, reason_examples
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, DvcResource, RawDrops
 
 GROUP = "data"
-
-
-def _read_records(artifact: Artifact) -> pd.DataFrame:
-    return ensure_record_columns(pd.read_parquet(artifact.path / "records.parquet"))
 
 
 def _preview(frame: pd.DataFrame, columns: list[str], n: int = 5) -> MetadataValue:
@@ -49,22 +40,21 @@ def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_st
     if expected and expected != digest.sha256:
         context.log.warning(f"{drop.uri} changed after the sensor hashed it ({expected[:12]} -> "
                             f"{digest.sha256[:12]}): ingesting what is there now")
-    result = ingest_drops([local], field_map=field_map)
     drops = {key: {"file": drop.uri, "bytes": digest.bytes, "sha256": digest.sha256}}
     with artifact_store.stage("raw_records") as staging:
-        result.records.to_parquet(staging / "records.parquet", index=False)
-        result.quarantine.to_json(staging / "quarantine.jsonl", orient="records", lines=True)
-        (staging / "drops.json").write_text(json.dumps(drops, indent=2))
+        # Streamed to disk in batches; the accounting is checked before anything is published.
+        result = ingest_to_artifact([local], staging, field_map, raw_drops.limits())
+        files.write_drops(staging, drops)
         artifact = artifact_store.publish(staging, card(context, {}, drops=drops, partition=key))
-    assert result.rows_seen == len(result.records) + len(result.quarantine), "ingest lost rows"
     return artifact_output(
         artifact, {},
         drop_id=key, file=drop.uri, sha256=digest.sha256, bytes=digest.bytes,
         drops=MetadataValue.json(drops), rows_seen=result.rows_seen, blank_lines=result.blank_lines,
         formats=MetadataValue.json(result.formats), fields_used=MetadataValue.json(result.fields_used),
-        rows=len(result.records), quarantined=len(result.quarantine),
-        quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
-        quarantine_preview=_preview(result.quarantine, ["drop_id", "line_no", "reason"]),
+        rows=result.records, quarantined=result.quarantined,
+        quarantine_reasons=MetadataValue.json(result.quarantine_reasons),
+        quarantine_preview=_preview(result.quarantine_sample, ["drop_id", "line_no", "reason"]),
+        quarantine_examples=MetadataValue.json(reason_examples(result.quarantine_sample)),
     )
 
 
@@ -95,23 +85,22 @@ def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, ra
     if not keys:
         raise ValueError(f"no ingested drop matches clean_records.drops={config.drops}; ingested drops: "
                          f"{', '.join(sorted(raw_records))}")
-    records = pd.concat([_read_records(raw_records[k]) for k in keys], ignore_index=True)
+    records = pd.concat([files.read_records(raw_records[k].path) for k in keys], ignore_index=True)
     inputs = {f"raw_records[{k}]": raw_records[k] for k in keys}
     drops = {k: {**raw_records[k].card().get("drops", {}).get(k, {}), "raw_version": raw_records[k].version}
              for k in keys}
-    result = clean_logic(records, CleanConfig(**config.model_dump(exclude={"drops"})))
+    result = clean_stage(records, CleanConfig(**config.model_dump(exclude={"drops"})))
     with artifact_store.stage("clean_records") as staging:
-        result.records.to_parquet(staging / "records.parquet", index=False)
-        result.quarantine.to_json(staging / "quarantine.jsonl", orient="records", lines=True)
+        files.write_records(staging, result.records, quarantine=result.quarantine)
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(),
                                                         pii_redacted=result.pii_counts, drops=drops))
-    assert len(records) == len(result.records) + len(result.quarantine), "cleaning lost rows"
     dvc_md5 = dvc.track("clean_records", artifact.path)
     return artifact_output(
         artifact, inputs, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
         drops=MetadataValue.json(drops), rows_in=len(records), rows=len(result.records),
         quarantined=len(result.quarantine),
         quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
+        quarantine_examples=MetadataValue.json(reason_examples(result.quarantine)),
         pii_redacted=MetadataValue.json(result.pii_counts), html_stripped=result.html_stripped,
     )
 
@@ -138,33 +127,20 @@ def _pair_examples(duplicates: pd.DataFrame, kept: pd.DataFrame, n: int = 5) -> 
 def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_records: Artifact,
                     artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Exact duplicates (normalized text) then MinHash-LSH near duplicates removed; each names what it duplicated."""
-    records = _read_records(clean_records)
-    exact = exact_dedup(records)
-    near = (near_dedup(exact.records, config.near_threshold, config.num_perm, config.shingle_size)
-            if config.near_duplicates else DedupResult(exact.records, exact.duplicates.iloc[0:0]))
-    # An exact duplicate of a row that then went as a near duplicate points at the row that stayed.
-    stayed = dict(zip(near.duplicates["record_id"], near.duplicates["duplicate_of"], strict=True))
-    exact_dups = exact.duplicates.assign(duplicate_of=exact.duplicates["duplicate_of"].map(lambda r: stayed.get(r, r)),
-                                         method="exact", similarity=1.0)
-    duplicates = pd.concat([exact_dups, near.duplicates.assign(method="near")], ignore_index=True)
+    records = files.read_records(clean_records.path)
+    result = dedup_stage(records, config.near_duplicates, config.near_threshold, config.num_perm, config.shingle_size)
     with artifact_store.stage("deduped_records") as staging:
-        near.records.to_parquet(staging / "records.parquet", index=False)
-        duplicates.to_parquet(staging / "duplicates.parquet", index=False)
+        files.write_records(staging, result.records, duplicates=result.duplicates)
         artifact = artifact_store.publish(staging, card(context, {"clean_records": clean_records},
                                                         config.model_dump()))
-    assert len(records) == len(near.records) + len(duplicates), "dedup lost rows"
     dvc_md5 = dvc.track("deduped_records", artifact.path)
     return artifact_output(
         artifact, {"clean_records": clean_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        rows_in=len(records), rows=len(near.records), exact_duplicates=len(exact.duplicates),
-        near_duplicates=len(near.duplicates),
-        duplicate_rate=round(len(duplicates) / max(len(records), 1), 4),
-        exact_duplicate_examples=_pair_examples(exact.duplicates, records),
-        near_duplicate_examples=_pair_examples(near.duplicates, records),
+        rows_in=len(records), rows=len(result.records), exact_duplicates=result.exact,
+        near_duplicates=result.near, duplicate_rate=round(len(result.duplicates) / max(len(records), 1), 4),
+        exact_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "exact"], records),
+        near_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "near"], records),
     )
-
-
-MIN_REFERENCE_WORDS = 4
 
 
 class SftDatasetConfig(Config):
@@ -180,35 +156,21 @@ class SftDatasetConfig(Config):
 def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, deduped_records: Artifact,
                 artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Chat-formatted prompt/completion examples, split into train and eval by content hash."""
-    records = _read_records(deduped_records)
-    preference = records[records["kind"] == "preference"]
-    train, evaluation = split_records(records[records["kind"] == "sft"], config.eval_fraction, config.split_salt,
-                                      every_assistant_turn=config.every_assistant_turn)
-    train_records = len({source_record_id(r) for r in train})
-    references = [(r["prompt"][-1]["content"], f"eval:{r['record_id']}") for r in evaluation]
-    if config.benchmark_files:
-        bench = ingest_drops([Path(f) for f in config.benchmark_files]).records
-        # A short reference (a one-word prompt) would flag every train text containing that word.
-        references += [(p, f"benchmark:{rid}") for p, rid in zip(bench["prompt"], bench["record_id"], strict=True)
-                       if len(p.split()) >= MIN_REFERENCE_WORDS]
-    hits = contaminated([r["prompt"][-1]["content"] for r in train], [t for t, _ in references],
-                        config.decontamination_ngram)
-    removed = [{**train[i], "matched_ngram": gram, "matched": references[j][1]} for i, j, gram in hits]
-    dropped = {i for i, _, _ in hits}
-    train = [r for i, r in enumerate(train) if i not in dropped]
+    records = files.read_records(deduped_records.path)
+    split = split_stage(records, config.eval_fraction, config.split_salt, config.decontamination_ngram,
+                        config.benchmark_files, every_assistant_turn=config.every_assistant_turn)
     with artifact_store.stage("sft_dataset") as staging:
-        for name, rows in (("train", train), ("eval", evaluation), ("decontaminated", removed)):
-            with (staging / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        for name, rows in split.splits.items():
+            files.write_examples(staging, name, rows)
         artifact = artifact_store.publish(staging, card(context, {"deduped_records": deduped_records},
                                                         config.model_dump()))
+    train, evaluation, removed = split.train, split.eval, split.decontaminated
     example = train[0] if train else {}
-    assert len(records) == train_records + len(evaluation) + len(preference), "split lost rows"
     dvc_md5 = dvc.track("sft_dataset", artifact.path)
     return artifact_output(
         artifact, {"deduped_records": deduped_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
         train_rows=len(train), eval_rows=len(evaluation), decontaminated_rows=len(removed),
-        preference_rows_set_aside=len(preference),
+        preference_rows_set_aside=split.preference_rows,
         decontamination_examples=MetadataValue.md(pd.DataFrame(
             [{"train prompt": r["prompt"][-1]["content"][:80], "matched": r["matched"],
               "n-gram": r["matched_ngram"][:80]} for r in removed[:5]]).to_markdown(index=False) if removed

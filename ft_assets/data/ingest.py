@@ -12,7 +12,9 @@ ShareGPT ``conversations``, preference pairs (prompt/chosen/rejected, chat lists
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -393,16 +395,44 @@ def parse_record(obj: object, field_map: dict[str, str] | None = None,
     return out, None
 
 
-def parse_line(line: str) -> tuple[dict | None, str | None]:
-    """Parse one JSON Lines line (see ``parse_record``)."""
-    try:
-        obj = json.loads(line.rstrip("\r\n"))
-    except json.JSONDecodeError as exc:
-        return None, f"malformed JSON: {exc.msg} at column {exc.colno}"
-    return parse_record(obj)
-
-
 # --- readers: one item per row seen ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """What one drop file may cost: past a limit the rest of the file is refused with a row naming the limit."""
+
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # one row (a JSONL line, a CSV line, a JSON element)
+    max_drop_bytes: int = 2 * 1024**3  # bytes read from one file after decompression (gzip bombs)
+    max_rows: int = 2_000_000  # rows read from one file
+    max_columns: int = 1_000  # CSV header / Parquet schema width
+    max_document_bytes: int = 256 * 1024**2  # a .json file is parsed whole: its decompressed size
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ingest limit {name} must be a positive integer, got {value!r}")
+
+
+class _LimitExceeded(Exception):
+    """Reading further would pass a limit; the message is the quarantine reason."""
+
+
+class _Limited(io.RawIOBase):
+    """A byte stream that refuses to deliver more than ``limit`` bytes (counted after decompression)."""
+
+    def __init__(self, inner: io.BufferedIOBase, limit: int, reason: str) -> None:
+        self.inner, self.limit, self.reason, self.count = inner, limit, reason, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.inner.readinto(buffer) or 0
+        self.count += n
+        if self.count > self.limit:
+            raise _LimitExceeded(self.reason)
+        return n
 
 
 def _invalid_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
@@ -415,17 +445,34 @@ def _wide_bom(head: bytes) -> str | None:
     return None
 
 
+_TOO_DEEP = "too deeply nested: JSON nesting deeper than the parser allows"
+
+
 def _sized(line_no: int, obj: object, max_bytes: int) -> _Row:
     """A parsed row from JSON/CSV/Parquet, its size measured as compact JSON."""
-    raw = json.dumps(obj, ensure_ascii=False, default=str)
+    try:
+        raw = json.dumps(obj, ensure_ascii=False, default=str)
+    except RecursionError:
+        return line_no, None, "", _TOO_DEEP
     size = len(raw.encode("utf-8", errors="replace"))
     if size > max_bytes:
         return line_no, None, raw[:_PREVIEW_READ], f"huge record: {size} bytes > {max_bytes}"
     return line_no, obj, raw[:_PREVIEW_READ], None
 
 
-def _jsonl_rows(lines: Iterable[bytes], stats: Counter, max_bytes: int) -> Iterator[_Row]:
-    for line_no, raw_line in enumerate(lines, start=1):
+def _bounded_lines(handle: io.BufferedIOBase, max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """(line, its size in bytes); a line over ``max_bytes`` comes as its head only, the rest skipped unread."""
+    while line := handle.readline(max_bytes + 1):
+        size = len(line)
+        if size > max_bytes and not line.endswith(b"\n"):
+            while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
+                size += len(rest)
+            size += len(rest)
+        yield line, size
+
+
+def _jsonl_rows(lines: Iterable[tuple[bytes, int]], stats: Counter, max_bytes: int) -> Iterator[_Row]:
+    for line_no, (raw_line, size) in enumerate(lines, start=1):
         if line_no == 1:
             if reason := _wide_bom(raw_line):
                 yield 0, None, "", reason
@@ -436,8 +483,8 @@ def _jsonl_rows(lines: Iterable[bytes], stats: Counter, max_bytes: int) -> Itera
             stats["blank"] += 1
             continue
         preview = raw_line[:_PREVIEW_READ].decode("utf-8", errors="replace").rstrip("\r\n")
-        if len(raw_line) > max_bytes:
-            yield line_no, None, preview, f"huge record: {len(raw_line)} bytes > {max_bytes}"
+        if size > max_bytes:
+            yield line_no, None, preview, f"huge record: {size} bytes > {max_bytes}"
             continue
         if (nul := raw_line.find(b"\x00")) >= 0:
             yield line_no, None, preview.replace("\x00", "\\x00"), f"NUL byte: at offset {nul}"
@@ -452,14 +499,17 @@ def _jsonl_rows(lines: Iterable[bytes], stats: Counter, max_bytes: int) -> Itera
         except json.JSONDecodeError as exc:
             yield line_no, None, preview, f"malformed JSON: {exc.msg} at column {exc.colno}"
             continue
+        except RecursionError:
+            yield line_no, None, preview, _TOO_DEEP
+            continue
         yield line_no, obj, preview, None
 
 
-def _read_jsonl(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
+def _read_jsonl(path: Path, opener: Callable, stats: Counter, limits: IngestLimits) -> Iterator[_Row]:
     seen = 0
     try:
         with opener(path) as handle:
-            for row in _jsonl_rows(handle, stats, max_bytes):
+            for row in _jsonl_rows(_bounded_lines(handle, limits.max_record_bytes), stats, limits.max_record_bytes):
                 seen += 1
                 yield row
     except (OSError, EOFError, zlib.error) as exc:
@@ -470,13 +520,17 @@ def _read_jsonl(path: Path, opener: Callable, stats: Counter, max_bytes: int) ->
         yield 0, None, "", "empty file"
 
 
-def _read_text(path: Path, opener: Callable) -> tuple[str | None, _Row | None]:
-    """The whole file as text, or the one row that rejects it (empty, unreadable, not UTF-8)."""
+def _read_text(path: Path, opener: Callable, limit: int) -> tuple[str | None, _Row | None]:
+    """The whole file as text, or the one row that rejects it (empty, too big, unreadable, not UTF-8)."""
     try:
         with opener(path) as handle:
-            data = handle.read()
+            data = handle.read(limit + 1)
     except (OSError, EOFError, zlib.error) as exc:
         return None, (0, None, "", f"unreadable file: {type(exc).__name__}: {exc}")
+    if len(data) > limit:
+        return None, (0, None, data[:_PREVIEW_READ].decode("utf-8", errors="replace"),
+                      f"drop limit: {path.name} is over max_document_bytes={limit} bytes decompressed; a .json "
+                      f"document is parsed whole (split it, or use JSON Lines)")
     if reason := _wide_bom(data[:4]):
         return None, (0, None, "", reason)
     if data.startswith(codecs.BOM_UTF8):
@@ -490,87 +544,137 @@ def _read_text(path: Path, opener: Callable) -> tuple[str | None, _Row | None]:
         return None, (0, None, preview, _invalid_utf8(data, exc))
 
 
-def _read_json(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
-    text, rejected = _read_text(path, opener)
+def _read_json(path: Path, opener: Callable, stats: Counter, limits: IngestLimits) -> Iterator[_Row]:
+    text, rejected = _read_text(path, opener, limits.max_document_bytes)
     if text is None:
         yield rejected
         return
+    max_bytes = limits.max_record_bytes
     try:
         doc = json.loads(text)
+    except RecursionError:
+        yield 0, None, text[:_PREVIEW_READ], _TOO_DEEP
+        return
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             # JSON Lines saved as .json (common in dataset dumps): read it line by line.
-            yield from _jsonl_rows(text.encode().splitlines(keepends=True), stats, max_bytes)
+            lines = ((line, len(line)) for line in text.encode().splitlines(keepends=True))
+            yield from _jsonl_rows(lines, stats, max_bytes)
             return
         reason = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         if "\x00" in text:
             reason = f"NUL byte: at offset {text.index(chr(0))} ({reason})"
         yield 0, None, text[:_PREVIEW_READ], reason
         return
+    del text
     if isinstance(doc, dict):
         doc = [doc]
     if not isinstance(doc, list):
-        yield 0, None, text[:_PREVIEW_READ], f"not a JSON object or array: got {_type(doc)}"
+        yield 0, None, "", f"not a JSON object or array: got {_type(doc)}"
         return
     if not doc:
-        yield 0, None, text[:_PREVIEW_READ], "empty file: the JSON array has no elements"
+        yield 0, None, "[]", "empty file: the JSON array has no elements"
         return
     for index, obj in enumerate(doc, start=1):
         yield _sized(index, obj, max_bytes)
 
 
-def _read_csv(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
-    text, rejected = _read_text(path, opener)
-    if text is None:
-        yield rejected
-        return
-    # The csv module, not pandas: a ragged or badly quoted row costs that row, not the whole file.
+# Stands in for a physical CSV line that was too long to read: the row holding it is quarantined.
+_HUGE_LINE = "\ufffehuge line\ufffe"
+
+
+def _text_lines(text: io.TextIOBase, max_chars: int, sizes: dict[str, int]) -> Iterator[str]:
+    """Physical lines for the csv module; one longer than ``max_chars`` is skipped unread, a marker in its place."""
+    while line := text.readline(max_chars + 1):
+        if len(line) > max_chars and not line.endswith(("\n", "\r")):
+            size = len(line)
+            while (rest := text.readline(1 << 20)) and not rest.endswith(("\n", "\r")):
+                size += len(rest)
+            sizes["huge"] = size + len(rest)
+            line = _HUGE_LINE + "\n"
+        yield line
+
+
+def _read_csv(path: Path, opener: Callable, stats: Counter, limits: IngestLimits) -> Iterator[_Row]:
+    max_bytes = limits.max_record_bytes
     # Its field limit is process-wide; raise it so only max_record_bytes decides what is too big.
     csv.field_size_limit(max(csv.field_size_limit(), max_bytes + 1))
-    # Not strict: a stray quote inside a quoted field (sql_eval has one) is read the way pandas and
-    # spreadsheets read it; a row that comes out with the wrong number of fields is still caught below.
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None or not any(h.strip() for h in header):
-        yield 0, None, text[:_PREVIEW_READ], "malformed CSV: no header row"
-        return
-    duplicates = [h for h, n in Counter(header).items() if n > 1]
-    if duplicates:
-        yield 0, None, text[:_PREVIEW_READ], f"malformed CSV: duplicate column {duplicates[0]!r} in header"
-        return
     row_no = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            row_no += 1
-            yield row_no, None, "", f"malformed CSV: {exc} (physical line {reader.line_num})"
-            continue
-        if not any(v.strip() for v in values):
-            stats["blank"] += 1
-            continue
-        row_no += 1
-        if len(values) != len(header):
-            yield (row_no, None, ",".join(values)[:_PREVIEW_READ],
-                   f"malformed CSV: row has {len(values)} fields, header has {len(header)}")
-            continue
-        yield _sized(row_no, dict(zip(header, values, strict=True)), max_bytes)
+    try:
+        with opener(path) as handle:
+            if reason := _wide_bom(handle.peek(4)[:4]):
+                yield 0, None, "", reason
+                return
+            text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+            # The csv module, not pandas: a ragged or badly quoted row costs that row, not the whole file.
+            # Not strict: a stray quote inside a quoted field (sql_eval has one) is read the way pandas and
+            # spreadsheets read it; a row that comes out with the wrong number of fields is still caught below.
+            sizes: dict[str, int] = {}
+            reader = csv.reader(_text_lines(text, max_bytes, sizes))
+            header = next(reader, None)
+            while header == []:
+                header = next(reader, None)
+            if header is None:
+                yield 0, None, "", "empty file"
+                return
+            preview = ",".join(header)[:_PREVIEW_READ]
+            if not any(h.strip() for h in header):
+                yield 0, None, preview, "malformed CSV: no header row"
+                return
+            if len(header) > limits.max_columns:
+                yield 0, None, preview, f"too wide: {len(header)} columns > max_columns={limits.max_columns}"
+                return
+            duplicates = [h for h, n in Counter(header).items() if n > 1]
+            if duplicates:
+                yield 0, None, preview, f"malformed CSV: duplicate column {duplicates[0]!r} in header"
+                return
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    row_no += 1
+                    yield row_no, None, "", f"malformed CSV: {exc} (physical line {reader.line_num})"
+                    continue
+                if not any(v.strip() for v in values):
+                    stats["blank"] += 1
+                    continue
+                row_no += 1
+                if any(_HUGE_LINE in v for v in values):
+                    yield row_no, None, "", f"huge record: {sizes['huge']} bytes > {max_bytes}"
+                    continue
+                if len(values) != len(header):
+                    yield (row_no, None, ",".join(values[:50])[:_PREVIEW_READ],
+                           f"malformed CSV: row has {len(values)} fields, header has {len(header)}")
+                    continue
+                yield _sized(row_no, dict(zip(header, values, strict=True)), max_bytes)
+    except UnicodeDecodeError as exc:
+        # Decoding runs a chunk ahead of the rows: a small file is rejected whole, a big one from that chunk on.
+        rest = "" if not row_no else "; the rest of the file was not read"
+        yield 0, None, "", f"invalid UTF-8: byte 0x{exc.object[exc.start]:02x} in {path.name}{rest}"
+        return
+    except (OSError, EOFError, zlib.error) as exc:
+        yield 0, None, "", f"unreadable file: {type(exc).__name__}: {exc}"
+        return
     if not row_no:
-        yield 0, None, text[:_PREVIEW_READ], "empty file: header only, no data rows"
+        yield 0, None, "", "empty file: header only, no data rows"
 
 
-def _read_parquet(path: Path, opener: Callable, stats: Counter, max_bytes: int) -> Iterator[_Row]:
+def _read_parquet(path: Path, opener: Callable, stats: Counter, limits: IngestLimits) -> Iterator[_Row]:
     import pyarrow.parquet as pq
 
     row_no = 0
     try:
+        parquet = pq.ParquetFile(path)
+        if len(parquet.schema_arrow) > limits.max_columns:
+            yield 0, None, "", f"too wide: {len(parquet.schema_arrow)} columns > max_columns={limits.max_columns}"
+            return
         # Batches keep memory flat; to_pylist gives plain dicts and lists (pandas would give numpy arrays).
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for batch in parquet.iter_batches(batch_size=1024):
             for obj in batch.to_pylist():
                 row_no += 1
-                yield _sized(row_no, obj, max_bytes)
+                yield _sized(row_no, obj, limits.max_record_bytes)
     except Exception as exc:  # pyarrow raises many types; any of them means "unreadable"
         row_no += 1
         yield (0 if row_no == 1 else row_no), None, "", f"unreadable Parquet: {type(exc).__name__}: {exc}"
@@ -593,50 +697,181 @@ def drop_format(path: Path) -> tuple[str | None, str, bool]:
     return None, Path(base).stem, gzipped
 
 
-def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 field_map: dict[str, str] | None = None) -> IngestResult:
-    """Ingest drop files in the given order.
+def _opener(gzipped: bool, limits: IngestLimits) -> Callable:
+    @contextlib.contextmanager
+    def open_limited(path: Path) -> Iterator[io.BufferedReader]:
+        reason = (f"drop limit: {path.name} gives more than max_drop_bytes={limits.max_drop_bytes} bytes "
+                  f"{'decompressed' if gzipped else 'read'}; the rest of the file was not read")
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as raw:
+            yield io.BufferedReader(_Limited(raw, limits.max_drop_bytes, reason), buffer_size=1 << 16)
 
-    The drop id is the file name without its format suffix; a record id is ``<drop_id>:<line_no>`` so
-    it names exactly where the row came from. ``line_no`` is the 1-based line (JSONL), element (JSON
-    array) or data row (CSV, Parquet); 0 marks a quarantine row that stands for a whole file.
-    ``field_map`` (canonical field -> source column) names the columns to read; a file whose first row
-    lacks a mapped column raises ``FieldMapError`` (a configuration mistake, not a bad row).
-    """
+    return open_limited
+
+
+def outside_roots(path: Path, roots: Iterable[Path]) -> str | None:
+    """The refusal reason when ``path`` (a symlink, or through one) resolves outside every allowed root."""
+    target = path.resolve()
+    if any(target.is_relative_to(Path(root).resolve()) for root in roots):
+        return None
+    return f"refused: {path.name} resolves to {target}, outside the drop location (a symlink out of it)"
+
+
+def _file_rows(path: Path, fmt: str | None, gzipped: bool, stats: Counter, limits: IngestLimits,
+               roots: list[Path] | None) -> Iterator[_Row]:
+    """Every row of one file; limits and hostile structure end in a quarantine row, never an exception."""
+    if fmt is None:
+        yield 0, None, "", f"unsupported file type: {path.name!r} (expected {', '.join(FORMATS)}, optionally .gz)"
+        return
+    if roots is not None and (reason := outside_roots(path, roots)):
+        yield 0, None, "", reason
+        return
+    rows = 0
+    try:
+        for row in _READERS[fmt](path, _opener(gzipped, limits), stats, limits):
+            rows += 1
+            if rows > limits.max_rows:
+                yield (0, None, "", f"drop limit: {path.name} has more than max_rows={limits.max_rows} rows; "
+                                    f"the rest of the file was not read")
+                return
+            yield row
+    except _LimitExceeded as exc:
+        yield 0, None, "", str(exc)
+    except RecursionError:
+        yield 0, None, "", _TOO_DEEP
+
+
+def _unique_drop_id(drop_id: str, path: Path, used: set[str]) -> str:
+    """Record ids stay unique across the files of one ingest: ``x.jsonl`` is ``x``, then ``x.csv`` is ``x.csv``."""
+    candidate, n = drop_id, 1
+    if candidate in used:
+        candidate = path.name
+    while candidate in used:
+        n += 1
+        candidate = f"{path.name}#{n}"
+    used.add(candidate)
+    return candidate
+
+
+def iter_ingest(paths: Iterable[Path | str], field_map: dict[str, str] | None = None,
+                limits: IngestLimits | None = None, roots: list[Path] | None = None,
+                stats: Counter | None = None, fields_used: Counter | None = None,
+                formats: dict[str, str] | None = None) -> Iterator[tuple[bool, dict]]:
+    """(is_record, row) for every row of every file, in order: records and quarantine rows, streamed."""
     field_map = check_field_map(field_map)
-    paths = [Path(p) for p in paths]
-    rows: list[dict] = []
-    rejected: list[dict] = []
-    stats: Counter = Counter()
-    fields_used: Counter = Counter()
-    formats: dict[str, str] = {}
-    seen = 0
-    for path in paths:
+    limits = limits or IngestLimits()
+    stats = Counter() if stats is None else stats
+    used: set[str] = set()
+    for path in map(Path, paths):
         fmt, drop_id, gzipped = drop_format(path)
-        if fmt is None:
-            items: Iterable[_Row] = [(0, None, "", f"unsupported file type: {path.name!r} (expected "
-                                      f"{', '.join(FORMATS)}, optionally .gz)")]
-        else:
+        drop_id = _unique_drop_id(drop_id, path, used)
+        if fmt is not None and formats is not None:
             formats[str(path)] = fmt + (".gz" if gzipped else "")
-            opener = (lambda p: gzip.open(p, "rb")) if gzipped else (lambda p: open(p, "rb"))
-            items = _READERS[fmt](path, opener, stats, max_record_bytes)
         checked = not field_map
-        for line_no, obj, preview, reason in items:
-            seen += 1
+        for line_no, obj, preview, reason in _file_rows(path, fmt, gzipped, stats, limits, roots):
+            stats["seen"] += 1
             where = {"drop_id": drop_id, "source_file": str(path), "line_no": line_no}
             if not checked and isinstance(obj, dict):
                 checked = True
                 if missing := missing_mapped_columns(obj, field_map):
                     raise FieldMapError(f"{path.name}: field_map names column(s) {', '.join(map(repr, missing))} "
-                                        f"that its first row lacks; it has {', '.join(map(repr, obj))}")
+                                        f"that its first row lacks; it has {', '.join(map(repr, list(obj)[:50]))}")
             fields = None
             if reason is None:
                 fields, reason = parse_record(obj, field_map, fields_used)
             if reason is not None:
                 # Previews are redacted: quarantine must not become the place PII survives.
                 preview = redact_pii(preview[:_PREVIEW_READ], Counter())[:RAW_PREVIEW_CHARS]
-                rejected.append({**where, "stage": "ingest", "reason": reason, "raw": preview})
+                yield False, {**where, "stage": "ingest", "reason": reason, "raw": preview}
                 continue
-            rows.append({"record_id": f"{drop_id}:{line_no}", **where, **fields})
-    return IngestResult(records_frame(rows), quarantine_frame(rejected), seen, stats["blank"],
+            yield True, {"record_id": f"{drop_id}:{line_no}", **where, **fields}
+
+
+def _limits(limits: IngestLimits | None, max_record_bytes: int | None) -> IngestLimits:
+    limits = limits or IngestLimits()
+    if max_record_bytes is not None:
+        limits = dataclasses.replace(limits, max_record_bytes=max_record_bytes)
+    return limits
+
+
+def ingest_drops(paths: Iterable[Path | str], max_record_bytes: int | None = None,
+                 field_map: dict[str, str] | None = None, limits: IngestLimits | None = None,
+                 roots: list[Path] | None = None) -> IngestResult:
+    """Ingest drop files in the given order, into memory (``ingest_to_files`` streams to disk instead).
+
+    The drop id is the file name without its format suffix (the whole name for a second file with the
+    same stem); a record id is ``<drop_id>:<line_no>`` so it names exactly where the row came from.
+    ``line_no`` is the 1-based line (JSONL), element (JSON array) or data row (CSV, Parquet); 0 marks a
+    quarantine row that stands for a whole file or the rest of one (a limit, ``IngestLimits``).
+    ``field_map`` (canonical field -> source column) names the columns to read; a file whose first row
+    lacks a mapped column raises ``FieldMapError`` (a configuration mistake, not a bad row). With
+    ``roots``, a file (a symlink) resolving outside all of them is refused.
+    """
+    paths = [Path(p) for p in paths]
+    stats: Counter = Counter()
+    fields_used: Counter = Counter()
+    formats: dict[str, str] = {}
+    rows: list[dict] = []
+    rejected: list[dict] = []
+    for is_record, row in iter_ingest(paths, field_map, _limits(limits, max_record_bytes), roots, stats,
+                                      fields_used, formats):
+        (rows if is_record else rejected).append(row)
+    return IngestResult(records_frame(rows), quarantine_frame(rejected), stats["seen"], stats["blank"],
                         [str(p) for p in paths], formats, dict(fields_used))
+
+
+@dataclass
+class IngestSummary:
+    """What ``ingest_to_files`` wrote: counts, not rows (those are on disk)."""
+
+    rows_seen: int
+    records: int
+    quarantined: int
+    blank_lines: int
+    files: list[str]
+    formats: dict[str, str]
+    fields_used: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    quarantine_sample: pd.DataFrame  # the first few quarantine rows of each reason kind
+
+
+def ingest_to_files(paths: Iterable[Path | str], records_path: Path, quarantine_path: Path,
+                    field_map: dict[str, str] | None = None, limits: IngestLimits | None = None,
+                    roots: list[Path] | None = None, batch_rows: int = 20_000) -> IngestSummary:
+    """Ingest streamed to disk: records to Parquet in row groups of ``batch_rows``, quarantine to JSON Lines.
+
+    Memory holds one batch, whatever the size of the drop.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [Path(p) for p in paths]
+    stats: Counter = Counter()
+    fields_used: Counter = Counter()
+    reasons: Counter = Counter()
+    formats: dict[str, str] = {}
+    sample: list[dict] = []
+    schema = pa.Schema.from_pandas(records_frame([]), preserve_index=False)
+    batch: list[dict] = []
+    n_records = n_quarantined = 0
+    with pq.ParquetWriter(records_path, schema) as writer, quarantine_path.open("w", encoding="utf-8") as qfile:
+        def flush() -> None:
+            writer.write_table(pa.Table.from_pandas(records_frame(batch), schema=schema, preserve_index=False))
+            batch.clear()
+
+        for is_record, row in iter_ingest(paths, field_map, limits, roots, stats, fields_used, formats):
+            if is_record:
+                batch.append(row)
+                n_records += 1
+                if len(batch) >= batch_rows:
+                    flush()
+                continue
+            n_quarantined += 1
+            kind = row["reason"].split(":", 1)[0]
+            reasons[kind] += 1
+            if reasons[kind] <= 3:
+                sample.append(row)
+            qfile.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if batch or not n_records:
+            flush()
+    return IngestSummary(stats["seen"], n_records, n_quarantined, stats["blank"], [str(p) for p in paths], formats,
+                         dict(fields_used), dict(reasons), quarantine_frame(sample))

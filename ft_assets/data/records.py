@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 # One row per example, whatever shape it arrived in.
@@ -59,3 +61,29 @@ def reason_counts(quarantine: pd.DataFrame) -> dict[str, int]:
         return {}
     kinds = quarantine["reason"].str.split(":", n=1).str[0]
     return {str(k): int(v) for k, v in kinds.value_counts().items()}
+
+
+def reason_examples(quarantine: pd.DataFrame, per_reason: int = 3, raw_chars: int = 200) -> dict[str, list[dict]]:
+    """Up to ``per_reason`` example rows per reason kind: where each came from, the full reason, a raw preview."""
+    if quarantine.empty:
+        return {}
+    kinds = quarantine["reason"].str.split(":", n=1).str[0]
+    out: dict[str, list[dict]] = {}
+    for kind, group in quarantine.groupby(kinds, sort=False):
+        out[str(kind)] = [{"where": f"{Path(str(r['source_file'])).name}:{r['line_no']}", "stage": r["stage"],
+                           "reason": r["reason"], "raw": str(r["raw"])[:raw_chars]}
+                          for r in group.head(per_reason).to_dict("records")]
+    return out
+
+
+EXAMPLE_COLUMNS = ("record_id", "source_file", "line_no", "split", "prompt", "completion", "user", "assistant")
+
+
+def example_rows(frame: pd.DataFrame, record_ids: list[str], n: int = 3, chars: int = 160) -> list[dict]:
+    """The rows behind a failed expectation, shortened: enough to see what is wrong with them."""
+    if not record_ids or "record_id" not in frame.columns:
+        return []
+    rows = frame[frame["record_id"].isin(record_ids[:n])]
+    columns = [c for c in EXAMPLE_COLUMNS if c in rows.columns]
+    return [{c: (str(v)[:chars] if isinstance(v, str) else v) for c, v in r.items()}
+            for r in rows[columns].to_dict("records")]
