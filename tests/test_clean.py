@@ -317,6 +317,45 @@ def test_look_alikes_are_not_pii(text):
     assert _redacted(text) == (text, {})
 
 
+@pytest.mark.parametrize(("text", "expected", "kind"), [
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "aws_secret_access_key = [AWS_SECRET_KEY]", "aws_secret_key"),
+    ("the secret is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ok", "the secret is [AWS_SECRET_KEY] ok",
+     "aws_secret_key"),
+    ("HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "HF_TOKEN=[API_KEY]", "api_key"),
+    ("postgresql://admin:S3cr3t-pass@db.internal.example.com:5432/prod",
+     "postgresql://admin:[URL_PASSWORD]@db.internal.example.com:5432/prod", "url_password"),
+    ("proxy http://user:hunter2@10-0-0-1.proxy.example:3128", "proxy http://user:[URL_PASSWORD]@10-0-0-1.proxy.example:3128",
+     "url_password"),
+    ("key: -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY----- done",
+     "key: [PRIVATE_KEY] done", "private_key"),
+    ("cut -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA", "cut [PRIVATE_KEY]", "private_key"),
+])
+def test_credential_shapes_are_redacted_and_counted(text, expected, kind):
+    redacted, counts = _redacted(text)
+    assert redacted == expected
+    assert counts == {kind: 1}
+
+
+def test_three_credential_rows_count_three_redactions():
+    # Issue 15: of an AWS secret key, a Hugging Face token and a database URL with a password, two were counted.
+    result = clean_records(_records(
+        ("Why does boto3 reject aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY?", "Rotate it."),
+        ("My token hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 fails to log in, why?", "Create a new one."),
+        ("Connect with postgres://app:pa55word@db.example.com/prod, what is wrong?", "Nothing, but rotate it.")))
+    assert sum(result.pii_counts.values()) == 3
+    assert result.pii_counts == {"aws_secret_key": 1, "api_key": 1, "url_password": 1}
+
+
+@pytest.mark.parametrize("text", [
+    "see https://example.com/a/b?c=1 and ftp://files.example.com/pub",
+    "sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709 is a hash",
+    "path /usr/local/lib/python3.11/site-packages/torch is long",
+])
+def test_credential_look_alikes_are_kept(text):
+    assert _redacted(text) == (text, {})
+
+
 def test_zero_counts_are_not_reported():
     result = clean_records(_records(("Who works in Sales?", SQL)))
     assert result.pii_counts == {}

@@ -41,12 +41,31 @@ _API_KEY = re.compile(
     r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"             # Slack tokens
     r"|\bAIza[0-9A-Za-z_-]{35}"                     # Google API keys
     r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWTs: base64url JSON header "{"
+    r"|\bhf_[A-Za-z0-9]{30,}"                       # Hugging Face tokens
+    r"|\bglpat-[A-Za-z0-9_-]{20,}"                  # GitLab tokens
+    r"|\bnpm_[A-Za-z0-9]{36}"                       # npm tokens
+    r"|\bsk_(?:live|test)_[A-Za-z0-9]{20,}"          # Stripe keys
 )
+# PEM private keys, BEGIN to END (or to the end of a cut preview).
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+                          r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|.*)", re.DOTALL)
+# A password inside a URL (scheme://user:password@host: database URLs, git remotes, proxies). Group 1 keeps
+# "scheme://user:" so the URL stays readable; the password goes.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@[\w.-])")
+# AWS secret access keys: 40 base64 characters. Named (aws_secret_access_key = ...) or standing alone with
+# upper and lower case, a digit and a "/" or "+" in them, which ordinary words and hashes never have.
+_AWS_SECRET = re.compile(r"((?i:aws_?secret_?access_?key|secret_?access_?key|aws_?secret)[\"']?\s*[:=]\s*[\"']?)"
+                         r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"
+                         r"|(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]*[A-Z])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*\d)"
+                         r"(?=[A-Za-z0-9/+]*[/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 
 # Applied in this order: secrets first (a token can hold an "@" or digit runs), cards before phones (a
 # card's digit groups look like a phone number to the phone pattern).
 PII_PATTERNS: dict[str, re.Pattern] = {
+    "private_key": _PRIVATE_KEY,
+    "url_password": _URL_PASSWORD,
+    "aws_secret_key": _AWS_SECRET,
     "api_key": _API_KEY,
     "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
     # Not part of a longer dotted number (versions, section numbers): 1.2.3.4.5 is not an address.
@@ -63,6 +82,8 @@ PII_PATTERNS: dict[str, re.Pattern] = {
 }
 
 TEXT_FIELDS = ("prompt", "completion", "system", "chosen", "rejected")
+# Patterns whose group 1 is context to keep ("Bearer ", "postgres://user:", "aws_secret_access_key=").
+_KEEPS_PREFIX = {"api_key", "url_password", "aws_secret_key"}
 
 
 @dataclass
@@ -169,7 +190,8 @@ def redact_pii(text: str, counts: Counter) -> str:
                 if not (13 <= len(digits) <= 19 and _luhn_ok(digits)):
                     return match.group()
             counts[kind] += 1
-            return (match.group(1) or "") + placeholder if kind == "api_key" else placeholder
+            keep = match.group(1) if kind in _KEEPS_PREFIX else ""
+            return (keep or "") + placeholder
 
         text = pattern.sub(replace, text)
     return text
