@@ -88,9 +88,13 @@ class RawDrops(ConfigurableResource):
         drops = []
         for info in fs.ls(root, detail=True):
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-            if info.get("type") != "file" or name.startswith(".") or not name.lower().endswith(SUPPORTED_SUFFIXES):
+            if name.startswith(".") or not name.lower().endswith(SUPPORTED_SUFFIXES):
                 continue
-            if self._escapes(info["name"]):
+            if info.get("islink"):
+                # A symlink is a drop only when it resolves to a file inside the drop folder.
+                if not Path(info["name"]).is_file() or self._escapes(info["name"]):
+                    continue
+            elif info.get("type") != "file":
                 continue
             if not fnmatch.fnmatch(name, self.pattern):
                 continue
