@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ft_assets.training.assets import sft_adapter
 from resources import ArtifactIOManager, ArtifactStore, TrainingCompute
+from resources.compute import DeepSpeedLauncher
 from tests.test_training import _write_train
 
 
@@ -111,8 +112,8 @@ def test_killed_worker_resumes_from_its_last_checkpoint(instance_with_inputs):
 
 def test_deepspeed_zero2_on_two_cpu_ranks(instance_with_inputs, scratch_model_dir):
     instance, tmp_path = instance_with_inputs
-    compute = TrainingCompute(launcher="deepspeed", processes_per_node=2, zero_stage=2, num_threads=1,
-                              master_port=29561)
+    compute = TrainingCompute(launcher=DeepSpeedLauncher(processes_per_node=2, zero_stage=2, master_port=29561),
+                              num_threads=1)
     started = time.perf_counter()
     result = _materialize(instance, tmp_path, compute, max_steps=4, per_device_train_batch_size=4)
     elapsed = time.perf_counter() - started

@@ -20,6 +20,7 @@ from ft_assets.training.masking import IGNORE_INDEX, check_chat_examples, check_
 from ft_assets.training.sft import SFTParams
 from ft_assets.training.validate import TrainingConfigError, qlora_unavailable_reason, validate_sft
 from resources import TrainingCompute
+from resources.compute import DeepSpeedLauncher, KubernetesLauncher
 from tests.test_training import _write_train
 
 
@@ -114,12 +115,12 @@ def test_deepspeed_json_that_does_not_parse_is_refused(tmp_path):
     bad = tmp_path / "ds.json"
     bad.write_text('{"zero_optimization": {"stage": 2,}}')
     with pytest.raises(ComputeConfigError, match=r"not valid JSON \(line 1"):
-        TrainingCompute(launcher="deepspeed", deepspeed_config_path=str(bad)).validate()
+        TrainingCompute(launcher=DeepSpeedLauncher(deepspeed_config_path=str(bad))).validate()
     bad.write_text('{"zero_optimization": {"stage": 5}}')
     with pytest.raises(ComputeConfigError, match="stage must be 0-3"):
         read_deepspeed_json(bad)
     with pytest.raises(ComputeConfigError, match="does not exist"):
-        TrainingCompute(launcher="deepspeed", deepspeed_config_path=str(tmp_path / "none.json")).validate()
+        TrainingCompute(launcher=DeepSpeedLauncher(deepspeed_config_path=str(tmp_path / "none.json"))).validate()
 
 
 def test_unknown_method_in_run_config_fails_before_the_run_starts(tmp_path):
@@ -164,23 +165,22 @@ def test_launch_commands(tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("# two boxes\nworker-0 slots=8\nworker-1 slots=8\n")
     assert read_hostfile(hostfile) == [("worker-0", 8), ("worker-1", 8)]
-    compute = TrainingCompute(launcher="deepspeed", hostfile=str(hostfile), num_nodes=2)
+    compute = TrainingCompute(launcher=DeepSpeedLauncher(hostfile=str(hostfile), num_nodes=2))
     compute.validate()
     assert compute.world_size == 16
     with pytest.raises(ComputeConfigError, match="fewer than num_nodes=3"):
-        TrainingCompute(launcher="deepspeed", hostfile=str(hostfile), num_nodes=3).validate()
+        TrainingCompute(launcher=DeepSpeedLauncher(hostfile=str(hostfile), num_nodes=3)).validate()
     with pytest.raises(ComputeConfigError, match="needs a hostfile"):
-        TrainingCompute(launcher="deepspeed", num_nodes=2).validate()
+        TrainingCompute(launcher=DeepSpeedLauncher(num_nodes=2)).validate()
 
 
 def test_kubernetes_pod_requests_gpus_and_renders_through_dagster_k8s():
     from dagster_k8s.pipes import build_pod_body
 
-    compute = TrainingCompute(launcher="kubernetes", k8s_image="registry/ftops:1", k8s_gpus=4,
-                              k8s_volume_claim="artifacts", k8s_mount_path="/artifacts",
-                              k8s_node_selector={"gpu": "h100"})
+    compute = TrainingCompute(launcher=KubernetesLauncher(image="registry/ftops:1", gpus=4, volume_claim="artifacts",
+                                                          mount_path="/artifacts", node_selector={"gpu": "h100"}))
     compute.validate()
-    pod = build_pod_body(pod_name="ftops-train", image=compute.k8s_image, command=compute.command(""),
+    pod = build_pod_body(pod_name="ftops-train", image=compute.launcher.image, command=compute.command(""),
                          env_vars={"DAGSTER_PIPES_CONTEXT": "x"}, base_pod_meta=None,
                          base_pod_spec=compute.pod_spec())
     container = pod.spec.containers[0]
@@ -189,7 +189,7 @@ def test_kubernetes_pod_requests_gpus_and_renders_through_dagster_k8s():
     assert container.command[0].endswith("deepspeed") and "--num_gpus" in container.command
     assert {m.mount_path for m in container.volume_mounts} == {"/dev/shm", "/artifacts"}
     assert pod.spec.node_selector == {"gpu": "h100"} and pod.spec.restart_policy == "Never"
-    with pytest.raises(ComputeConfigError, match="needs k8s_image"):
+    with pytest.raises(ComputeConfigError, match="needs image"):
         k8s_pod_spec("", 1, "8", "64Gi")
 
 

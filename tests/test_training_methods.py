@@ -40,7 +40,7 @@ def test_adapter_methods_train_every_linear_layer(scratch_model_dir, tmp_path, m
     if method == "dora":
         assert any("lora_magnitude_vector" in k for k in weights)
     assert summary["method"] == method and summary["steps"] == 4
-    assert summary["precision"] == resolve_precision("auto") == ("fp32" if not torch.cuda.is_available() else "bf16")
+    assert summary["precision"] == resolve_precision("auto")  # bf16 only where the CPU/GPU has it natively
     assert summary["label_mask"]["examples_checked"] == 32 and 0 < summary["label_mask"]["mean_trained_share"] < 1
     assert all(r["peak_memory_mb"] > 0 and r["tokens_per_s"] > 0 for r in logged)
     # The adapter trained on a 4-bit base merges into the full-precision base like any other.

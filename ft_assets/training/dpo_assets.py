@@ -2,32 +2,17 @@
 
 from dataclasses import asdict
 
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
-from pydantic import Field
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
-from ft_assets.training.assets import compute_fingerprint, reused_output, training_code_version, training_key
-from ft_assets.training.dpo import DPOParams, validate_dpo
+from ft_assets.training.core import training_code_version
+from ft_assets.training.dpo import DPOParams, DPOSettings, validate_dpo
+from ft_assets.training.wiring import asset_config, compute_fingerprint, reused_output, training_key
 from resources import ArtifactStore, TrainingCompute
 
-
-class DpoAdapterConfig(Config):
-    """DPO settings; the defaults run a short demo pass (4 steps: about a minute for SmolLM2-135M on 2 CPU cores)."""
-
-    max_steps: int = 4
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-4
-    beta: float = Field(0.1, description="strength of the pull towards the reference (the SFT adapter)")
-    loss_type: str = Field("sigmoid", description="trl DPO loss: sigmoid (DPO), ipo, hinge, robust, ...")
-    max_length: int = 512
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    reuse_identical: bool = Field(True, description="same inputs, config and training code: reuse, don't retrain")
-
-
-DPO_CODE = ("dpo.py", "worker.py")
+DpoAdapterConfig = asset_config("DpoAdapterConfig", DPOSettings, DPOSettings.__doc__ or "",
+                                exclude=("lora_r", "lora_alpha", "lora_dropout", "target_modules"))
 
 
 def _reward_table(steps: list[dict], max_rows: int = 20) -> str:
@@ -49,15 +34,15 @@ def dpo_adapter(context: AssetExecutionContext, config: DpoAdapterConfig, base_m
     inputs = {"base_model": base_model, "sft_adapter": sft_adapter, "preference_dataset": preference_dataset}
     settings = config.model_dump(exclude={"reuse_identical"})
     compute = compute_fingerprint(training_compute)
-    key = training_key(settings, inputs, compute, training_code_version(DPO_CODE))
+    key = training_key(settings, inputs, compute, training_code_version())
     if config.reuse_identical and (reused := reused_output(context, artifact_store, "dpo_adapter", key, inputs)):
         return reused
     eval_path = preference_dataset.path / "eval.jsonl"
-    params = DPOParams.from_dict({
+    params = DPOParams.from_dict(training_compute.worker_params({
         **settings, "base_model_dir": str(base_model.path), "sft_adapter_dir": str(sft_adapter.path),
         "train_path": str(preference_dataset.path / "train.jsonl"),
         "eval_path": str(eval_path) if eval_path.is_file() and eval_path.stat().st_size else "",
-        "output_dir": "", "num_threads": training_compute.num_threads})
+        "output_dir": ""}))
     facts = validate_dpo(params)  # before any compute is spent
     context.log.info(f"{facts['train_pairs']} preference pairs, {facts['pairs_per_step']} per step")
     with artifact_store.stage("dpo_adapter") as staging:

@@ -117,7 +117,7 @@ def k8s_pod_spec(image: str, gpus: int, cpu: str, memory: str, node_selector: di
                  shm_size: str = "16Gi") -> dict:
     """The pod spec for a training Job on Kubernetes: GPU limits, shared memory for NCCL, the artifact volume."""
     if not image:
-        raise ComputeConfigError("the kubernetes launcher needs k8s_image (an image with ftops installed)")
+        raise ComputeConfigError("the kubernetes launcher needs image (an image with ftops installed)")
     limits = {"cpu": cpu, "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
@@ -125,7 +125,8 @@ def k8s_pod_spec(image: str, gpus: int, cpu: str, memory: str, node_selector: di
     volumes: list[dict] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}]
     if volume_claim:
         if not mount_path:
-            raise ComputeConfigError("k8s_volume_claim needs k8s_mount_path (where artifacts are mounted)")
+            raise ComputeConfigError("the kubernetes launcher's volume_claim needs mount_path (where artifacts "
+                                     "are mounted)")
         mounts.append({"name": "artifacts", "mountPath": mount_path})
         volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": volume_claim}})
     spec: dict = {
@@ -141,3 +142,23 @@ def k8s_pod_spec(image: str, gpus: int, cpu: str, memory: str, node_selector: di
     if service_account:
         spec["serviceAccountName"] = service_account
     return spec
+
+
+# Fields of the training_compute resource itself; every other key belongs to the chosen launcher.
+COMPUTE_BASE_FIELDS = ("python", "num_threads", "precision", "mlflow_tracking_uri", "mlflow_experiment",
+                       "mlflow_ui_url")
+
+
+def compute_run_config(flat: dict) -> dict:
+    """The ``training_compute`` resource config from the flat shape of recipes and older run configs
+    (``{launcher: deepspeed, zero_stage: 2, precision: bf16}``) to the nested one the resource takes
+    (``{launcher: {deepspeed: {zero_stage: 2}}, precision: bf16}``); a nested config passes unchanged.
+    Kubernetes' old ``k8s_`` prefixes are dropped (``k8s_gpus`` -> ``gpus``)."""
+    launcher = flat.get("launcher", "process")
+    if isinstance(launcher, dict):
+        return dict(flat)
+    if launcher not in (*LAUNCHERS, "fsdp"):
+        raise ComputeConfigError(f"unknown launcher {launcher!r}; choose one of {', '.join((*LAUNCHERS, 'fsdp'))}")
+    base = {k: v for k, v in flat.items() if k in COMPUTE_BASE_FIELDS}
+    own = {k.removeprefix("k8s_"): v for k, v in flat.items() if k not in COMPUTE_BASE_FIELDS and k != "launcher"}
+    return {**base, "launcher": {launcher: own}}

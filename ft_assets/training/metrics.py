@@ -19,8 +19,8 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def loss_curve_png(steps: list[dict], title: str = "training loss") -> bytes:
-    """Loss (and learning rate on a second axis) per step as a PNG."""
+def loss_curve_png(steps: list[dict], title: str = "training loss", evals: list[dict] | None = None) -> bytes:
+    """Training loss, eval loss (when evaluated during training) and learning rate (second axis) per step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +28,11 @@ def loss_curve_png(steps: list[dict], title: str = "training loss") -> bytes:
 
     fig, ax = plt.subplots(figsize=(6, 3), dpi=90)
     if steps:
-        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="tab:blue", label="loss")
+        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="tab:blue", label="train loss")
+        if evals:
+            ax.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], color="tab:green", marker="o",
+                    label="eval loss")
+            ax.legend(loc="upper right", fontsize=7)
         lr_axis = ax.twinx()
         lr_axis.plot([s["step"] for s in steps], [s.get("learning_rate", 0.0) for s in steps], color="tab:orange",
                      alpha=0.6, label="learning rate")
@@ -52,9 +56,10 @@ def loss_table(steps: list[dict], max_rows: int = 20) -> str:
     return "\n".join(lines)
 
 
-SUMMARY_ROWS = ("method", "precision", "steps", "resumed_from_step", "first_loss", "final_loss", "train_loss",
+SUMMARY_ROWS = ("method", "precision", "precision_reason", "num_threads", "steps",
+                "resumed_from_step", "first_loss", "final_loss", "train_loss",
                 "examples", "train_tokens", "tokens_per_s", "train_seconds", "peak_memory_mb",
-                "trainable_parameters", "world_size", "deepspeed_zero_stage")
+                "trainable_parameters", "world_size", "deepspeed_zero_stage", "fsdp")
 
 
 def summary_table(summary: dict) -> str:
@@ -64,4 +69,6 @@ def summary_table(summary: dict) -> str:
             value = summary[key]
             lines.append(f"| {key.replace('_', ' ')} | {value:.4f} |" if isinstance(value, float)
                          else f"| {key.replace('_', ' ')} | {value} |")
+    if summary.get("kept"):
+        lines.append(f"| kept | step {summary['kept']['step']}: {summary['kept']['reason']} |")
     return "\n".join(lines)

@@ -1,168 +1,61 @@
-"""Supervised fine-tuning with trl's SFTTrainer: LoRA, QLoRA, DoRA or full. A plain function, no Dagster.
+"""Supervised fine-tuning with trl's SFTTrainer (LoRA, QLoRA, DoRA or full): a recipe over ``core``, no Dagster.
 
-Runs inside the worker process (see ``worker.py``), alone or as one rank under the ``deepspeed`` /
-``torchrun`` launcher. ``on_log`` receives each logging step's metrics (rank 0 only) so the caller can stream
-them wherever it likes; the same curves go to MLflow when a tracking URI is given. Checkpoints land in
-``checkpoint_dir`` every ``save_steps`` steps, and a call that finds one there resumes from it.
+Runs inside the worker process (``worker.py``), alone or as one rank under the ``deepspeed`` / ``torchrun``
+launcher (DDP or FSDP2). ``on_log`` receives each logged step and each evaluation (rank 0 only); checkpoints
+land in ``checkpoint_dir`` every ``save_steps`` steps and a call that finds one resumes from it. With
+``eval_steps`` the held-out split is scored every N steps, the kept weights are the best by eval loss (or the
+last, ``keep="last"``) and ``early_stopping_patience`` evaluations without improvement end the run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-METHODS = ("lora", "qlora", "dora", "full")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from ft_assets.training import core
+from ft_assets.training.core import METHODS, PRECISIONS, read_jsonl, resolve_precision, setting  # noqa: F401
+from ft_assets.training.selection import kept_checkpoint, selection_arguments, selection_callbacks
+
+KEEP = ("best", "last")
 
 
-@dataclass
-class SFTParams:
-    base_model_dir: str
-    train_path: str
-    output_dir: str
-    method: str = "lora"  # lora | qlora (4-bit NF4 base) | dora | full
+@dataclass(kw_only=True)
+class SFTSettings:
+    """The SFT recipe's settings, declared once: ``sft_adapter``'s config is derived from these fields."""
+
+    method: Literal["lora", "qlora", "dora", "full"] = setting(
+        "lora", "lora, qlora (4-bit NF4 base), dora (weight-decomposed LoRA) or full fine-tuning")
     max_steps: int = 40
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     lr_scheduler_type: str = "linear"
-    warmup_steps: int = -1  # -1: a tenth of max_steps, at most 5
+    warmup_steps: int = setting(-1, "-1: a tenth of max_steps, at most 5")
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    target_modules: list[str] | str = "all-linear"  # peft's "all-linear": every Linear but the output head
-    max_length: int = 256
+    target_modules: list[str] = setting([], "module names to adapt; empty: every linear layer but the head")
+    max_length: int = setting(256, "tokens per example; the label-mask check reads this too")
     packing: bool = False
     gradient_checkpointing: bool = False
-    precision: str = "auto"  # auto: bf16 on a GPU that has it, fp32 otherwise
     seed: int = 0
-    logging_steps: int = 1
-    num_threads: int = 0  # 0: leave torch's default
-    checkpoint_dir: str = ""  # "" : no checkpoints, no resume
-    save_steps: int = 0
-    deepspeed: dict | str | None = None  # a DeepSpeed config dict or JSON path; set by the launcher
+    save_steps: int = setting(10, "checkpoint every N steps; a failed run resumes from the last one")
+    eval_steps: int = setting(0, "eval loss on the held-out split every N steps; 0: no evaluation")
+    eval_max_examples: int = setting(64, "held-out examples scored at each evaluation (the first N)")
+    keep: Literal["best", "last"] = setting("best", "with eval_steps: keep the best checkpoint by eval loss, "
+                                                    "or the last")
+    early_stopping_patience: int = setting(0, "with eval_steps: stop after N evaluations without a better eval "
+                                              "loss; 0: never")
     check_label_mask: bool = True
-    mlflow_tracking_uri: str = ""
-    mlflow_experiment: str = "ftops"
-    run_name: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SFTParams:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` becomes bf16 on a CUDA GPU that supports it, else fp32 (CPU autocast is opt-in)."""
-    import torch
-
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by this process, or its peak resident set size on CPU."""
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder (transformers writes ``trainer_state.json`` last)."""
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return None
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def load_model(params: SFTParams, precision: str):
-    """The base model for ``params.method``: 4-bit NF4 for QLoRA, full precision otherwise."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    if params.method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=compute_dtype)
-        model = AutoModelForCausalLM.from_pretrained(params.base_model_dir, quantization_config=quant,
-                                                     dtype=compute_dtype)
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
-    # Weights stay fp32 under mixed precision: the optimizer keeps full-precision masters.
-    return AutoModelForCausalLM.from_pretrained(params.base_model_dir, dtype=torch.float32)
-
-
-def peft_config(params: SFTParams):
-    """The adapter for LoRA / QLoRA / DoRA; ``None`` for a full fine-tune."""
-    if params.method == "full":
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                      target_modules=params.target_modules, use_dora=params.method == "dora", task_type="CAUSAL_LM")
-
-
-class _Tracker:
-    """Per-step curves into MLflow (rank 0 only); a resumed run continues the same MLflow run."""
-
-    def __init__(self, params: SFTParams, run_id_file: Path | None) -> None:
-        self.run = None
-        if not params.mlflow_tracking_uri or not is_main_process():
-            return
-        import mlflow
-
-        mlflow.set_tracking_uri(params.mlflow_tracking_uri)
-        mlflow.set_experiment(params.mlflow_experiment)
-        previous = run_id_file.read_text().strip() if run_id_file and run_id_file.is_file() else None
-        self.run = mlflow.start_run(run_id=previous) if previous else mlflow.start_run(
-            run_name=params.run_name or None)
-        if run_id_file:
-            run_id_file.parent.mkdir(parents=True, exist_ok=True)
-            run_id_file.write_text(self.run.info.run_id)
-        if not previous:
-            flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in asdict(params).items()
-                    if k not in ("extra", "deepspeed")}
-            mlflow.log_params(flat)
-
-    def step(self, record: dict) -> None:
-        if self.run:
-            import mlflow
-
-            mlflow.log_metrics({k: float(v) for k, v in record.items() if k not in ("step",)}, step=record["step"])
-
-    def finish(self, summary: dict) -> dict:
-        if not self.run:
-            return {}
-        import mlflow
-
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
-        info = self.run.info
-        mlflow.end_run()
-        return {"mlflow_run_id": info.run_id, "mlflow_experiment_id": info.experiment_id,
-                "mlflow_tracking_uri": mlflow.get_tracking_uri()}
+@dataclass(kw_only=True)
+class SFTParams(core.RunParams, SFTSettings):
+    """Settings plus the run's plumbing: what the worker receives (without a checkpoint_dir nothing is saved)."""
 
 
 def _gate_label_mask(trainer, tokenizer, rows: list[dict], params: SFTParams) -> dict:
@@ -186,131 +79,86 @@ def _gate_label_mask(trainer, tokenizer, rows: list[dict], params: SFTParams) ->
             "max_trained_share": round(report.max_trained_share, 4)}
 
 
+def _chat_rows(path: str, limit: int | None = None) -> list[dict]:
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in read_jsonl(path)]
+    return rows[:limit] if limit else rows
+
+
 def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None) -> dict:
     """Train; save the adapter (or full model) + tokenizer to ``output_dir``; return a summary."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     if params.method not in METHODS:
         raise ValueError(f"unknown method {params.method!r}; choose one of {', '.join(METHODS)}")
-    if params.num_threads:
-        torch.set_num_threads(params.num_threads)
-    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in read_jsonl(params.train_path)]
+    core.set_threads(params.num_threads)
+    rows = _chat_rows(params.train_path)
     if not rows:
         raise ValueError(f"no training examples in {params.train_path}")
-    precision = resolve_precision(params.precision)
-    tokenizer = AutoTokenizer.from_pretrained(params.base_model_dir)
-    model = load_model(params, precision)
+    evaluating = bool(params.eval_steps and params.eval_path)
+    eval_rows = _chat_rows(params.eval_path, params.eval_max_examples) if evaluating else []
+    precision = core.choose_precision(params.precision)
+    tokenizer = core.load_tokenizer(params.base_model_dir)
+    model = core.load_causal_lm(params.base_model_dir, precision[0], quantize_4bit=params.method == "qlora",
+                                gradient_checkpointing=params.gradient_checkpointing)
 
     checkpoint_dir = Path(params.checkpoint_dir) if params.checkpoint_dir else None
-    resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir else None
-    resumed_from_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-    tracker = _Tracker(params, checkpoint_dir / "mlflow_run_id" if checkpoint_dir else None)
-    if checkpoint_dir and is_main_process():
+    resume_from = core.last_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    resumed_from_step = core.checkpoint_step(resume_from)
+    tracker = core.MlflowTracker(params, core.params_for_summary(params),
+                                 checkpoint_dir / "mlflow_run_id" if checkpoint_dir else None)
+    if checkpoint_dir and core.is_main_process():
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         (checkpoint_dir / "worker.pid").write_text(str(os.getpid()))  # who is training this, for operators
-    history: list[dict] = []
-    clock = {"started": time.perf_counter()}
+    callback = core.step_metrics_callback(on_log, tracker)
 
-    class StreamMetrics(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            clock["started"] = time.perf_counter()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs or not state.is_world_process_zero:
-                return
-            elapsed = time.perf_counter() - clock["started"]
-            # trl counts tokens from this process's start, so a resumed run's rate is its own.
-            tokens = int(float(logs.get("num_tokens", 0)))
-            record = {"step": state.global_step, "loss": float(logs["loss"]),
-                      "learning_rate": float(logs.get("learning_rate", 0.0)),
-                      "grad_norm": float(logs.get("grad_norm", 0.0) or 0.0),
-                      "num_tokens": tokens, "elapsed_s": round(elapsed, 2),
-                      "tokens_per_s": round(tokens / elapsed, 1) if elapsed else 0.0,
-                      "peak_memory_mb": peak_memory_mb()}
-            history.append(record)
-            tracker.step(record)
-            on_log(record)
-
-    save = bool(checkpoint_dir and params.save_steps)
+    out = Path(params.output_dir)
+    save_steps = params.save_steps if checkpoint_dir else 0
+    common = core.common_arguments(
+        params, output_dir=str(checkpoint_dir or out / "trainer"), precision=precision[0],
+        max_steps=params.max_steps, batch_size=params.per_device_train_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps, learning_rate=params.learning_rate,
+        seed=params.seed, warmup=params.warmup_steps, lr_scheduler_type=params.lr_scheduler_type,
+        gradient_checkpointing=params.gradient_checkpointing, save_steps=save_steps)
     args = SFTConfig(
-        output_dir=str(checkpoint_dir or Path(params.output_dir) / "trainer"),
-        max_steps=params.max_steps,
-        per_device_train_batch_size=params.per_device_train_batch_size,
-        gradient_accumulation_steps=params.gradient_accumulation_steps,
-        learning_rate=params.learning_rate,
-        lr_scheduler_type=params.lr_scheduler_type,
-        warmup_steps=params.warmup_steps if params.warmup_steps >= 0 else min(5, params.max_steps // 10),
-        logging_steps=params.logging_steps,
-        save_strategy="steps" if save else "no",
-        save_steps=params.save_steps or 500,
-        save_total_limit=2,
-        report_to=[],
-        seed=params.seed,
+        **{**common, **selection_arguments(params.eval_steps if evaluating else 0, params.keep)},
         max_length=params.max_length,
         packing=params.packing,
         completion_only_loss=True,  # loss on the reply, not on the prompt
-        gradient_checkpointing=params.gradient_checkpointing,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        deepspeed=params.deepspeed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=peft_config(params), callbacks=[StreamMetrics()])
+    peft = None if params.method == "full" else core.lora_config(
+        params.lora_r, params.lora_alpha, params.lora_dropout, params.target_modules, params.method == "dora")
+    stopping = selection_callbacks(params.early_stopping_patience if evaluating else 0)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
+                         peft_config=peft, callbacks=[callback, *stopping])
     mask = _gate_label_mask(trainer, tokenizer, rows, params) if params.check_label_mask else {}
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    out = Path(params.output_dir)
-    trainer.save_model(str(out))  # ZeRO-3 aware: gathers sharded weights before saving
+    trainer.save_model(str(out))  # ZeRO-3 / FSDP aware: gathers sharded weights before saving
     if not trainer.is_world_process_zero():
         return {}
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "trainer", ignore_errors=True)
     for leftover in ("training_args.bin", "README.md"):
         (out / leftover).unlink(missing_ok=True)
-    elapsed = time.perf_counter() - clock["started"]
-    tokens = history[-1]["num_tokens"] if history else 0
-    # A resumed run logged only its own steps; the checkpoint's trainer state holds the earlier ones.
-    earlier = [{"step": e["step"], "loss": float(e["loss"]), "learning_rate": float(e.get("learning_rate", 0.0)),
-                "grad_norm": float(e.get("grad_norm", 0.0) or 0.0)}
-               for e in trainer.state.log_history if "loss" in e and e.get("step", 0) <= resumed_from_step]
-    history = earlier + [h for h in history if h["step"] > resumed_from_step]
+    log = trainer.state.log_history
+    history = core.history_with_earlier_steps(log, callback.history, resumed_from_step)
+    eval_history = core.history_with_earlier_steps(log, callback.eval_history, resumed_from_step, key="eval_loss")
     summary = {
         "method": params.method,
-        "precision": precision,
-        "train_loss": float(result.training_loss),
-        "final_loss": history[-1]["loss"] if history else None,
-        "first_loss": history[0]["loss"] if history else None,
-        "steps": int(result.global_step),
+        **core.base_summary(trainer, result, callback, history, precision, params),
         "resumed": bool(resume_from),
         "resumed_from_step": resumed_from_step,
         "examples": len(rows),
-        "train_tokens": tokens,
-        "train_seconds": round(elapsed, 1),
-        "tokens_per_s": round(tokens / elapsed, 1) if elapsed else 0.0,
-        "peak_memory_mb": peak_memory_mb(),
-        "trainable_parameters": int(sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)),
-        "world_size": int(args.world_size),
-        "deepspeed_zero_stage": _zero_stage(params.deepspeed),
+        "eval_examples": len(eval_rows),
         "label_mask": mask,
-        "params": {k: v for k, v in asdict(params).items() if k != "deepspeed"},
+        "kept": kept_checkpoint(trainer, params.keep, evaluating, params.early_stopping_patience),
+        "params": core.params_for_summary(params),
     }
     summary.update(tracker.finish(summary))
-    (out / "train_history.json").write_text(json.dumps(history))
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    core.write_summary(out, history, summary, eval_history if evaluating else None)
     return summary
-
-
-def _zero_stage(deepspeed: dict | str | None) -> int | None:
-    if not deepspeed:
-        return None
-    config = deepspeed if isinstance(deepspeed, dict) else json.loads(Path(deepspeed).read_text())
-    return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
 def run_task(params: dict, on_log: Callable[[dict], None]) -> dict:

@@ -6,15 +6,13 @@ on the meta device from its config to read its module names.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
-from ft_assets.training.sft import METHODS, PRECISIONS, SFTParams
+from ft_assets.training.core import METHODS, PRECISIONS, TrainingConfigError, zero_stage
+from ft_assets.training.sft import SFTParams
 
-
-class TrainingConfigError(ValueError):
-    """The training config cannot work; the message says what to change."""
+__all__ = ["TrainingConfigError", "validate_sft", "qlora_unavailable_reason", "linear_module_names"]
 
 
 def linear_module_names(base_model_dir: str | Path) -> list[str]:
@@ -98,7 +96,7 @@ def validate_sft(params: SFTParams, world_size: int = 1) -> dict:
     if params.method != "full":
         linear = linear_module_names(base)
         facts["linear_modules"] = linear
-        if params.target_modules != "all-linear":
+        if params.target_modules and params.target_modules != "all-linear":
             targets = [params.target_modules] if isinstance(params.target_modules, str) else params.target_modules
             missing = [t for t in targets if t not in linear]
             if missing:
@@ -108,13 +106,9 @@ def validate_sft(params: SFTParams, world_size: int = 1) -> dict:
         reason = qlora_unavailable_reason(linear_shapes(base))
         if reason:
             raise TrainingConfigError(f"QLoRA cannot run here: {reason}; use method 'lora' (or 'dora') instead")
-        if params.deepspeed and _zero_stage(params.deepspeed) == 3:
+        if params.deepspeed and zero_stage(params.deepspeed) == 3:
             raise TrainingConfigError("QLoRA with ZeRO-3 is not supported here: use zero_stage 2 with QLoRA")
     if params.packing and params.max_length < 32:
         raise TrainingConfigError("packing needs max_length of at least 32 tokens")
     return facts
 
-
-def _zero_stage(deepspeed: dict | str) -> int:
-    config = deepspeed if isinstance(deepspeed, dict) else json.loads(Path(deepspeed).read_text())
-    return int(config.get("zero_optimization", {}).get("stage", 0))

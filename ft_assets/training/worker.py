@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from ft_assets.training.core import is_main_process
+
 # task name -> "module:function"; each function takes (params: dict, on_log) and returns a summary dict.
 TASKS = {
     "sft": "ft_assets.training.sft:run_task",
@@ -44,20 +46,16 @@ def read_params(argv: list[str]) -> dict:
         return data["extras"]["params"]
 
 
-def _is_main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def main() -> None:
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ or not _is_main_rank():
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ or not is_main_process():
         # By hand, or a non-zero rank of a distributed launch: the params file is argv[1], and
         # only rank 0 talks to Dagster (the launcher gives every rank the same command line).
         params = read_params(sys.argv[1:])
         run = task_function(params.get("task", "sft"))
-        summary = run(params, lambda r: print(json.dumps(r), flush=True) if _is_main_rank() else None)
-        if _is_main_rank():
+        summary = run(params, lambda r: print(json.dumps(r), flush=True) if is_main_process() else None)
+        if is_main_process():
             print(json.dumps(summary, default=str))
         return
     with open_dagster_pipes() as pipes:
@@ -65,6 +63,10 @@ def main() -> None:
         max_steps = params.get("max_steps", "?")
 
         def stream(record: dict) -> None:
+            if "eval_loss" in record and "loss" not in record:  # an evaluation during training
+                pipes.log.info(f"step {record['step']}/{max_steps} eval_loss {record['eval_loss']:.4f}")
+                pipes.report_custom_message({"kind": "eval_step", **record})
+                return
             pipes.log.info(
                 f"step {record['step']}/{max_steps} loss {record['loss']:.4f} "
                 f"lr {record.get('learning_rate', 0.0):.2e} grad_norm {record.get('grad_norm', 0.0):.3f} "

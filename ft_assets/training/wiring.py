@@ -1,0 +1,56 @@
+"""What the training assets share: configs derived from the recipes' settings, the config hash, reuse of an
+identical earlier run, the compute fingerprint. Dagster wiring, no assets (asset modules import this, not each
+other)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from dagster import AssetExecutionContext, Config, MetadataValue, Output
+from pydantic import Field, create_model
+
+from ft_assets.artifact_output import artifact_output
+from ft_assets.lineage.artifacts import Artifact
+from ft_assets.training.core import settings_fields
+from resources import ArtifactStore, TrainingCompute
+
+REUSE_FIELD = (bool, Field(True, description="same inputs, config and training code: reuse, don't retrain"))
+
+
+def asset_config(name: str, settings_cls: type, doc: str, exclude: tuple[str, ...] = (), **extra) -> type[Config]:
+    """A Dagster ``Config`` with the recipe's settings (their defaults and descriptions) plus ``reuse_identical``
+    and ``extra`` (``name=(type, Field(...))``): the settings are declared once, in the recipe."""
+    specs = {k: (kind, Field(**spec)) for k, (kind, spec) in settings_fields(settings_cls).items() if k not in exclude}
+    model = create_model(name, __base__=Config, __doc__=doc, **specs, reuse_identical=REUSE_FIELD, **extra)
+    model.__module__ = settings_cls.__module__
+    return model
+
+
+def training_key(config: dict, inputs: dict[str, Artifact], compute: dict, code_version: str) -> str:
+    """The config hash: inputs' versions, training config, where it ran and the training code."""
+    payload = {"config": config, "inputs": {k: a.version for k, a in sorted(inputs.items())}, "compute": compute,
+               "code": code_version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def compute_fingerprint(training_compute: TrainingCompute) -> dict:
+    """What about where training runs changes its result, and so belongs in the config hash."""
+    return training_compute.fingerprint()
+
+
+def reused_output(context: AssetExecutionContext, artifact_store: ArtifactStore, asset_name: str, key: str,
+                  inputs: dict[str, Artifact]) -> Output | None:
+    """The earlier artifact trained from the same key, re-emitted with its numbers; ``None`` if there is none."""
+    done = artifact_store.lookup(asset_name, key)
+    if done is None:
+        return None
+    context.log.info(f"inputs, config and training code unchanged (config hash {key}): reusing {done.version}")
+    return artifact_output(done, inputs, reused=True, config_hash=key,
+                           **{k: v for k, v in done.card().get("training", {}).items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def plot_md(png: bytes, alt: str = "loss curve") -> MetadataValue:
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
