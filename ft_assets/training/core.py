@@ -236,17 +236,49 @@ def warmup_steps(requested: int, max_steps: int) -> int:
 
 
 def fsdp_arguments(fsdp: dict | None, gradient_checkpointing: bool = False) -> dict:
-    """TrainingArguments' FSDP2 fields for ``fsdp`` (the fsdp launcher's dict); ``{}`` without FSDP."""
+    """TrainingArguments' FSDP2 fields for ``fsdp`` (the fsdp launcher's dict); ``{}`` without FSDP. Weights are
+    saved as one full state dict, so the artifact loads like any other."""
     if not fsdp:
         return {}
-    options = [fsdp.get("sharding", "full_shard"), "auto_wrap"]
-    if fsdp.get("cpu_offload"):
-        options.append("offload")
-    return {"fsdp": " ".join(options),
+    return {"fsdp": True,
             "fsdp_config": {"version": 2, "reshard_after_forward": fsdp.get("sharding", "full_shard") == "full_shard",
-                            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "FULL_STATE_DICT",
-                            "cpu_ram_efficient_loading": False,
+                            "cpu_offload": bool(fsdp.get("cpu_offload")), "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                            "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False,
                             "activation_checkpointing": gradient_checkpointing}}
+
+
+def with_fsdp_on_cpu(trainer_cls: type) -> type:
+    """``trainer_cls`` that also shards with FSDP2 on CPU ranks (gloo). accelerate enables its FSDP plugin only
+    for GPU-like devices and would silently run plain DDP on CPU; torch's ``fully_shard`` itself runs on CPU,
+    so the plugin is switched on there by hand. On a GPU this changes nothing."""
+
+    class CpuFsdpTrainer(trainer_cls):
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = self.accelerator.state
+            if (self.args.fsdp_plugin_args is not None and getattr(state, "fsdp_plugin", None) is None
+                    and state.distributed_type == DistributedType.MULTI_CPU):
+                state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+                state.distributed_type = DistributedType.FSDP
+                self.is_fsdp_enabled = True
+                self.fsdp_on_cpu = True
+
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            if not getattr(self, "fsdp_on_cpu", False):
+                return super().save_model(output_dir, _internal_call)
+            # accelerate's full-state-dict gather hands back views of freed gloo buffers on CPU: gather each
+            # sharded tensor on every rank (same order), keep owned copies, write on rank 0.
+            from torch.distributed.tensor import DTensor
+
+            state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone()
+                     for k, v in self.model.state_dict().items()}
+            if self.args.should_save:
+                self._save(output_dir or self.args.output_dir, state_dict=state)
+
+    CpuFsdpTrainer.__name__ = f"CpuFsdp{trainer_cls.__name__}"
+    return CpuFsdpTrainer
 
 
 def common_arguments(run: RunParams, *, output_dir: str, precision: str, max_steps: int, batch_size: int,
@@ -404,8 +436,20 @@ def base_summary(trainer, result, callback, history: list[dict], precision: tupl
         "world_size": int(trainer.args.world_size),
         "num_threads": _torch_threads(),
         "deepspeed_zero_stage": zero_stage(run.deepspeed),
-        "fsdp": (run.fsdp or {}).get("sharding") if run.fsdp else None,
+        "fsdp": fsdp_facts(trainer, run),
     }
+
+
+def fsdp_facts(trainer, run: RunParams) -> dict | None:
+    """How the trainer really sharded the model (from accelerate's plugin), ``None`` without FSDP."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    plugin = trainer.accelerator.state.fsdp_plugin
+    from torch.distributed.fsdp import FSDPModule
+
+    sharded = sum(isinstance(m, FSDPModule) for m in trainer.model_wrapped.modules())
+    return {"version": int(plugin.fsdp_version), "reshard_after_forward": bool(plugin.reshard_after_forward),
+            "cpu_offload": bool((run.fsdp or {}).get("cpu_offload")), "sharded_modules": sharded}
 
 
 def _torch_threads() -> int:

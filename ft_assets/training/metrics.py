@@ -59,7 +59,7 @@ def loss_table(steps: list[dict], max_rows: int = 20) -> str:
 SUMMARY_ROWS = ("method", "precision", "precision_reason", "num_threads", "steps",
                 "resumed_from_step", "first_loss", "final_loss", "train_loss",
                 "examples", "train_tokens", "tokens_per_s", "train_seconds", "peak_memory_mb",
-                "trainable_parameters", "world_size", "deepspeed_zero_stage", "fsdp")
+                "trainable_parameters", "world_size", "deepspeed_zero_stage")
 
 
 def summary_table(summary: dict) -> str:
@@ -69,6 +69,10 @@ def summary_table(summary: dict) -> str:
             value = summary[key]
             lines.append(f"| {key.replace('_', ' ')} | {value:.4f} |" if isinstance(value, float)
                          else f"| {key.replace('_', ' ')} | {value} |")
+    if summary.get("fsdp"):
+        fsdp = summary["fsdp"]
+        lines.append(f"| fsdp | FSDP{fsdp['version']}, {fsdp['sharded_modules']} sharded modules, reshard after "
+                     f"forward {fsdp['reshard_after_forward']} |")
     if summary.get("kept"):
         lines.append(f"| kept | step {summary['kept']['step']}: {summary['kept']['reason']} |")
     return "\n".join(lines)

@@ -129,9 +129,10 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
     peft = None if params.method == "full" else core.lora_config(
         params.lora_r, params.lora_alpha, params.lora_dropout, params.target_modules, params.method == "dora")
     stopping = selection_callbacks(params.early_stopping_patience if evaluating else 0)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
-                         peft_config=peft, callbacks=[callback, *stopping])
+    trainer_cls = core.with_fsdp_on_cpu(SFTTrainer) if params.fsdp else SFTTrainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+                          processing_class=tokenizer, peft_config=peft, callbacks=[callback, *stopping])
     mask = _gate_label_mask(trainer, tokenizer, rows, params) if params.check_label_mask else {}
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 

@@ -108,6 +108,11 @@ def validate_sft(params: SFTParams, world_size: int = 1) -> dict:
             raise TrainingConfigError(f"QLoRA cannot run here: {reason}; use method 'lora' (or 'dora') instead")
         if params.deepspeed and zero_stage(params.deepspeed) == 3:
             raise TrainingConfigError("QLoRA with ZeRO-3 is not supported here: use zero_stage 2 with QLoRA")
+    if params.fsdp and params.method == "qlora":
+        raise TrainingConfigError("QLoRA's 4-bit (bitsandbytes) weights cannot be sharded by FSDP here: use the "
+                                  "deepspeed launcher with zero_stage 2 for QLoRA, or method 'lora' with fsdp")
+    if params.fsdp and params.deepspeed:
+        raise TrainingConfigError("FSDP and DeepSpeed both shard the model: pick one launcher (fsdp or deepspeed)")
     if params.packing and params.max_length < 32:
         raise TrainingConfigError("packing needs max_length of at least 32 tokens")
     return facts
