@@ -83,3 +83,26 @@ def test_each_launcher_shows_only_its_own_fields_and_run_config_picks_one(tmp_pa
     result = materialize([where], resources={"training_compute": TrainingCompute()}, run_config=config)
     assert result.output_for_node("where") == {"launcher": "deepspeed", "world_size": 2, "precision": "auto",
                                                "zero": 3}
+
+
+def test_label_mask_check_reads_max_length_from_sft_adapters_config():
+    from ft_assets.training.checks import training_max_length
+    from ft_assets.training.sft import SFTSettings
+
+    assert training_max_length({"ops": {"sft_adapter": {"config": {"max_length": 1024}}}}) == 1024
+    assert training_max_length({}) == SFTSettings().max_length == 256
+    assert training_max_length({"ops": {"sft_adapter": {"config": {"method": "full"}}}}) == 256
+
+
+def test_local_base_model_revision_is_a_hash_of_its_weights(scratch_model_dir, tmp_path):
+    import shutil
+
+    from ft_assets.models.base import from_pretrained_dir, weights_sha256
+
+    info = from_pretrained_dir(str(scratch_model_dir), tmp_path / "copy")
+    assert info["revision"] == "sha256:" + weights_sha256(scratch_model_dir) and info["revision"] != "local"
+    changed = tmp_path / "changed"
+    shutil.copytree(scratch_model_dir, changed)
+    with (changed / "model.safetensors").open("ab") as handle:
+        handle.write(b"\0")  # different bytes, different revision
+    assert weights_sha256(changed) != weights_sha256(scratch_model_dir)

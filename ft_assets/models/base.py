@@ -76,8 +76,27 @@ def from_pretrained_dir(name_or_path: str, out_dir: Path, revision: str | None =
     model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"source": "pretrained", "model_id": name_or_path, "revision": revision or "local",
+    if Path(name_or_path).is_dir():  # a local directory has no hub revision: name its weights by their hash
+        resolved = "sha256:" + weights_sha256(Path(name_or_path))
+    else:
+        resolved = revision or getattr(model.config, "_commit_hash", None) or "unknown"
+    return {"source": "pretrained", "model_id": name_or_path, "revision": resolved,
             "parameters": model.num_parameters()}
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def weights_sha256(directory: Path) -> str:
+    """One hash over a model directory's weight files (names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in {directory}")
+    for file in files:
+        digest.update(file.relative_to(directory).as_posix().encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
 
 
 def build_scratch_tokenizer(corpus: list[str], vocab_size: int):
