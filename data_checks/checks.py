@@ -10,7 +10,10 @@ import json
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from data_checks.gx_suites import (
+from ft_assets.data import artifact_files as files
+from ft_assets.data.dedup import dedup_key, example_keys
+from ft_assets.data.records import example_rows, reason_examples
+from ft_assets.data.suites import (
     SuiteResult,
     clean_records_suite,
     deduped_records_suite,
@@ -18,9 +21,6 @@ from data_checks.gx_suites import (
     sft_split_suite,
     with_pii_column,
 )
-from ft_assets.data import artifact_files as files
-from ft_assets.data.dedup import dedup_key, example_keys
-from ft_assets.data.records import example_rows, reason_examples
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, GreatExpectationsResource
 
@@ -29,7 +29,7 @@ MIN_TRAIN_ROWS = 50
 MIN_EVAL_ROWS = 10
 
 
-def _validate(gx: GreatExpectationsResource, artifact_store: ArtifactStore, frame: pd.DataFrame, suite_name: str,
+def run_suite(gx: GreatExpectationsResource, artifact_store: ArtifactStore, frame: pd.DataFrame, suite_name: str,
               expectations: list, checked: Artifact) -> tuple[SuiteResult, str]:
     """Validate, with the Data Docs site published as an artifact of its own; returns (result, docs index path)."""
     with artifact_store.stage("data_docs") as staging:
@@ -56,7 +56,7 @@ def failure_examples(suite: SuiteResult, frame: pd.DataFrame | None = None,
     return out
 
 
-def _result(suite: SuiteResult, docs_index: str, frame: pd.DataFrame | None = None,
+def suite_check_result(suite: SuiteResult, docs_index: str, frame: pd.DataFrame | None = None,
             quarantine: pd.DataFrame | None = None, **metadata) -> AssetCheckResult:
     failures = [f"{o.expectation}({', '.join(f'{k}={v}' for k, v in o.kwargs.items())}): "
                 f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} unexpected, "
@@ -82,9 +82,9 @@ def _result(suite: SuiteResult, docs_index: str, frame: pd.DataFrame | None = No
 def clean_records_gate(clean_records: Artifact, gx: GreatExpectationsResource,
                        artifact_store: ArtifactStore) -> AssetCheckResult:
     frame = prepare_records(files.read_records(clean_records.path))
-    suite, docs = _validate(gx, artifact_store, frame, "clean_records", clean_records_suite(MIN_CLEAN_ROWS),
+    suite, docs = run_suite(gx, artifact_store, frame, "clean_records", clean_records_suite(MIN_CLEAN_ROWS),
                             clean_records)
-    return _result(suite, docs, frame, files.read_quarantine(clean_records.path), rows=len(frame))
+    return suite_check_result(suite, docs, frame, files.read_quarantine(clean_records.path), rows=len(frame))
 
 
 @asset_check(asset="deduped_records", blocking=True,
@@ -93,9 +93,9 @@ def deduped_records_gate(deduped_records: Artifact, gx: GreatExpectationsResourc
                          artifact_store: ArtifactStore) -> AssetCheckResult:
     frame = prepare_records(files.read_records(deduped_records.path))
     frame["dedup_key"] = example_keys(frame)
-    suite, docs = _validate(gx, artifact_store, frame, "deduped_records", deduped_records_suite(MIN_CLEAN_ROWS),
+    suite, docs = run_suite(gx, artifact_store, frame, "deduped_records", deduped_records_suite(MIN_CLEAN_ROWS),
                             deduped_records)
-    return _result(suite, docs, frame, rows=len(frame))
+    return suite_check_result(suite, docs, frame, rows=len(frame))
 
 
 def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
@@ -122,9 +122,9 @@ def sft_dataset_gate(sft_dataset: Artifact, gx: GreatExpectationsResource,
                      artifact_store: ArtifactStore) -> AssetCheckResult:
     train, evaluation = files.read_examples(sft_dataset.path, "train"), files.read_examples(sft_dataset.path, "eval")
     frame = sft_frame(train, evaluation)
-    suite, docs = _validate(gx, artifact_store, frame, "sft_dataset", sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS),
+    suite, docs = run_suite(gx, artifact_store, frame, "sft_dataset", sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS),
                             sft_dataset)
-    result = _result(suite, docs, frame, train_rows=len(train), eval_rows=len(evaluation))
+    result = suite_check_result(suite, docs, frame, train_rows=len(train), eval_rows=len(evaluation))
     enough = len(train) >= MIN_TRAIN_ROWS and len(evaluation) >= MIN_EVAL_ROWS
     if suite.success and not enough:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,

@@ -5,9 +5,10 @@ import json
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from data_checks.checks import _result, _validate
-from data_checks.gx_suites import preference_split_suite, with_pii_column
+from data_checks.checks import run_suite, suite_check_result
+from ft_assets.data import artifact_files as files
 from ft_assets.data.preference import context_text
+from ft_assets.data.suites import preference_split_suite, with_pii_column
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, GreatExpectationsResource
 
@@ -45,16 +46,13 @@ def preference_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
                          "chat role order, no prompt in both splits, no PII")
 def preference_dataset_gate(preference_dataset: Artifact, gx: GreatExpectationsResource,
                             artifact_store: ArtifactStore) -> AssetCheckResult:
-    def read(name: str) -> list[dict]:
-        path = preference_dataset.path / f"{name}.jsonl"
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-    train, evaluation = read("train"), read("eval")
+    train = files.read_examples(preference_dataset.path, "train")
+    evaluation = files.read_examples(preference_dataset.path, "eval")
     frame = preference_frame(train, evaluation)
-    suite, docs = _validate(gx, artifact_store, frame, "preference_dataset",
+    suite, docs = run_suite(gx, artifact_store, frame, "preference_dataset",
                             preference_split_suite(MIN_PREFERENCE_TRAIN_ROWS, MIN_PREFERENCE_EVAL_ROWS),
                             preference_dataset)
-    result = _result(suite, docs, train_rows=len(train), eval_rows=len(evaluation))
+    result = suite_check_result(suite, docs, frame, train_rows=len(train), eval_rows=len(evaluation))
     enough = len(train) >= MIN_PREFERENCE_TRAIN_ROWS and len(evaluation) >= MIN_PREFERENCE_EVAL_ROWS
     if suite.success and not enough:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,

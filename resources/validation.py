@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 from dagster import ConfigurableResource
 
-from data_checks.gx_suites import SuiteResult, validate_frame
+from ft_assets.data.suites import SuiteResult, validate_frame
 
 
 class GreatExpectationsResource(ConfigurableResource):
-    """Validates DataFrames against the suites in ``data_checks.gx_suites``."""
+    """Validates DataFrames against the suites in ``ft_assets.data.suites``."""
 
     result_format: str = "COMPLETE"
 

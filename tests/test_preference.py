@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_checks.gx_suites import preference_split_suite, validate_frame
 from data_checks.preference_checks import preference_frame
 from ft_assets.data.ingest import ingest_drops
 from ft_assets.data.preference import build_preference_dataset, rejection_reason, to_preference_example
 from ft_assets.data.records import records_frame
 from ft_assets.data.split import SYSTEM_PROMPTS
+from ft_assets.data.suites import preference_split_suite, validate_frame
 from ft_assets.data.text_to_sql import (
     DB_ID,
     PREFERENCE_DROP,

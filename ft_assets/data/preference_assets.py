@@ -1,6 +1,5 @@
 """The preference dataset: DPO pairs split from the deduplicated records. A thin wrapper over ``preference.py``."""
 
-import json
 from collections.abc import Iterator
 
 import pandas as pd
@@ -8,8 +7,8 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
+from ft_assets.data import artifact_files as files
 from ft_assets.data.preference import build_preference_dataset
-from ft_assets.data.records import ensure_record_columns
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, DvcResource
 
@@ -17,11 +16,6 @@ from resources import ArtifactStore, DvcResource
 class PreferenceDatasetConfig(Config):
     eval_fraction: float = Field(0.15, description="share of prompts held out; all pairs of one prompt stay together")
     split_salt: str = ""
-
-
-def _write_jsonl(path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 @asset(group_name="data", kinds={"python", "jsonl"}, output_required=False)
@@ -32,7 +26,7 @@ def preference_dataset(context: AssetExecutionContext, config: PreferenceDataset
     When the records hold no preference pairs at all, nothing is materialized and the DPO branch
     is skipped, so SFT-only data still runs the rest of the graph to the end.
     """
-    records = ensure_record_columns(pd.read_parquet(deduped_records.path / "records.parquet"))
+    records = files.read_records(deduped_records.path)
     n_pairs = int((records["kind"] == "preference").sum())
     if n_pairs == 0:
         context.log.info("no preference pairs in deduped_records: preference_dataset and dpo_adapter skipped")
@@ -42,7 +36,7 @@ def preference_dataset(context: AssetExecutionContext, config: PreferenceDataset
     inputs = {"deduped_records": deduped_records}
     with artifact_store.stage("preference_dataset") as staging:
         for name, rows in (("train", split.train), ("eval", split.eval), ("quarantine", split.quarantine)):
-            _write_jsonl(staging / f"{name}.jsonl", rows)
+            files.write_examples(staging, name, rows)
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump()))
     dvc_md5 = dvc.track("preference_dataset", artifact.path)
     quarantine_preview = (pd.DataFrame(split.quarantine)[["record_id", "reason"]].head(5).to_markdown(index=False)

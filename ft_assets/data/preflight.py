@@ -46,7 +46,7 @@ def preflight(paths: list[str], clean_config: CleanConfig | None = None, near_th
 
     The same stage functions as the assets (``ft_assets.data.pipeline``), so the counts agree with a run.
     """
-    from data_checks.gx_suites import deduped_records_suite, prepare_records, validate_frame
+    from ft_assets.data.suites import deduped_records_suite, prepare_records, validate_frame
 
     files, roots = expand_paths(paths)
     missing = [str(p) for p in files if not p.is_file()]

@@ -1,0 +1,207 @@
+"""Great Expectations suites for the data stages, and a runner that summarizes results.
+
+No Dagster here: the suites are plain lists of GX expectations, so the
+pre-flight command and tests can run them too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+EMAIL_REGEX = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    kwargs: dict
+    success: bool
+    unexpected_count: int | None = None
+    unexpected_examples: list = field(default_factory=list)
+    observed_value: object = None
+    unexpected_record_ids: list = field(default_factory=list)  # which rows, when the frame has record_id
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    success: bool
+    outcomes: list[ExpectationOutcome]
+    docs_index: str | None = None
+
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def markdown(self) -> str:
+        lines = ["| expectation | column / args | ok | unexpected | examples | rows |", "|---|---|---|---|---|---|"]
+        for o in self.outcomes:
+            args = ", ".join(f"{k}={v}" for k, v in o.kwargs.items() if k not in ("batch_id",))
+            examples = "; ".join(repr(x)[:60] for x in o.unexpected_examples[:3]).replace("|", "\\|")
+            rows = ", ".join(o.unexpected_record_ids[:5])
+            lines.append(f"| {o.expectation} | {args} | {'yes' if o.success else 'NO'} | "
+                         f"{o.unexpected_count if o.unexpected_count is not None else o.observed_value} | {examples} "
+                         f"| {rows} |")
+        return "\n".join(lines)
+
+
+def pii_kinds(text: str) -> str:
+    """The kinds of PII the cleaning stage would still redact in ``text`` ('' when none)."""
+    from collections import Counter
+
+    from ft_assets.data.clean import redact_pii
+
+    counts: Counter = Counter()
+    redact_pii(text, counts)
+    return ",".join(sorted(k for k, n in counts.items() if n))
+
+
+def with_pii_column(frame: pd.DataFrame, columns: tuple[str, ...] = ("prompt", "completion")) -> pd.DataFrame:
+    """A copy of ``frame`` with ``pii_left``: the PII kinds found in any of ``columns`` per row."""
+    present = [c for c in columns if c in frame.columns]
+    kinds = [",".join(sorted({k for c in present for k in pii_kinds(str(row[c])).split(",") if k}))
+             for _, row in frame[present].iterrows()] if len(frame) else []
+    return frame.assign(pii_left=pd.Series(kinds, index=frame.index, dtype=object))
+
+
+def prepare_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical records plus the derived columns the suites check: ``pii_left`` and ``answer_chars``."""
+    frame = with_pii_column(frame, ("prompt", "completion", "system", "chosen", "rejected"))
+    if "kind" in frame.columns:
+        answers = [len(c.strip()) if k != "preference" else min(len(a.strip()), len(b.strip())) for k, c, a, b in
+                   zip(frame["kind"], frame["completion"], frame["chosen"], frame["rejected"], strict=True)]
+    else:
+        answers = [len(str(c).strip()) for c in frame["completion"]]
+    return frame.assign(answer_chars=pd.Series(answers, index=frame.index, dtype="int64"))
+
+
+def records_suite(min_rows: int, max_prompt_chars: int = 1000, unique_column: str = "record_id") -> list:
+    """Canonical records: the columns, their types, no nulls, length bounds, unique ids, no PII left."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        *[gxe.ExpectColumnToExist(column=c) for c in ("record_id", "drop_id", "source_file", "line_no", "prompt",
+                                                       "completion")],
+        gxe.ExpectColumnValuesToBeOfType(column="prompt", type_="str"),
+        gxe.ExpectColumnValuesToBeOfType(column="completion", type_="str"),
+        gxe.ExpectColumnValuesToNotBeNull(column="prompt"),
+        gxe.ExpectColumnValuesToNotBeNull(column="completion"),
+        gxe.ExpectColumnValuesToBeUnique(column=unique_column),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1, max_value=max_prompt_chars),
+        gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
+        # the completion, or both replies of a preference pair, are non-empty
+        gxe.ExpectColumnValuesToBeBetween(column="answer_chars", min_value=1),
+    ]
+
+
+def clean_records_suite(min_rows: int = 50, max_prompt_chars: int = 1000) -> list:
+    import great_expectations.expectations as gxe
+
+    return records_suite(min_rows, max_prompt_chars) + [
+        gxe.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=EMAIL_REGEX),
+    ]
+
+
+def deduped_records_suite(min_rows: int = 50, max_duplicate_rate: float = 0.0) -> list:
+    """Deduplicated records: as clean, and the normalized example key (``dedup_key``) is unique."""
+    import great_expectations.expectations as gxe
+
+    return records_suite(min_rows) + [
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="dedup_key", min_value=1.0 - max_duplicate_rate),
+    ]
+
+
+CHAT_ROLE_ORDER = r"^(system,)?(user,assistant,)*user,assistant$"
+
+
+def sft_split_suite(min_train_rows: int = 50, min_eval_rows: int = 10, eval_prompts: list[str] | None = None) -> list:
+    """SFT examples, one row per example with its ``split``, role sequence and shortest turn."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeUnique(column="record_id"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="user", min_value=1),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="assistant", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "eval"]),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "eval"]),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_train_rows + min_eval_rows),
+        gxe.ExpectColumnValuesToMatchRegex(column="roles", regex=CHAT_ROLE_ORDER),
+        gxe.ExpectColumnValuesToBeBetween(column="shortest_turn_chars", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="in_both_splits", value_set=[False]),
+        gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
+    ]
+
+
+# Preference prompts may carry consecutive same-role turns in their history (hh-rlhf does), never a late system turn.
+PREFERENCE_ROLE_ORDER = r"^(system,)?(user,(user,|assistant,)*)?user,assistant$"
+
+
+def preference_split_suite(min_train_rows: int = 16, min_eval_rows: int = 2) -> list:
+    """DPO pairs, one row per pair with its ``split``, role sequence, shortest turn and ``same_reply``."""
+    import great_expectations.expectations as gxe
+
+    return [
+        *[gxe.ExpectColumnToExist(column=c) for c in ("record_id", "split", "prompt", "chosen", "rejected")],
+        gxe.ExpectColumnValuesToBeUnique(column="record_id"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="rejected", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="same_reply", value_set=[False]),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "eval"]),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "eval"]),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_train_rows + min_eval_rows),
+        gxe.ExpectColumnValuesToMatchRegex(column="roles", regex=PREFERENCE_ROLE_ORDER),
+        gxe.ExpectColumnValuesToBeBetween(column="shortest_turn_chars", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="in_both_splits", value_set=[False]),
+        gxe.ExpectColumnValuesToBeInSet(column="pii_left", value_set=[""]),
+    ]
+
+
+def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
+                   result_format: str = "COMPLETE", docs_dir: str | None = None) -> SuiteResult:
+    """Run ``expectations`` on ``frame`` in an ephemeral GX context; build Data Docs into ``docs_dir`` if given."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    actions = []
+    if docs_dir:
+        context.add_data_docs_site(site_name="ftops", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ftops"]))
+    batch_definition = (context.data_sources.add_pandas("ftops")
+                        .add_dataframe_asset(suite_name)
+                        .add_batch_definition_whole_dataframe("whole"))
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+    result_format_config: dict = {"result_format": result_format}
+    if "record_id" in frame.columns:
+        result_format_config["unexpected_index_column_names"] = ["record_id"]
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name=suite_name, validation_definitions=[definition],
+                                                       actions=actions, result_format=result_format_config))
+    result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
+    outcomes = []
+    for r in result.results:
+        details = r.result or {}
+        kwargs = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
+        outcomes.append(ExpectationOutcome(
+            expectation=r.expectation_config.type, kwargs=kwargs, success=bool(r.success),
+            unexpected_count=details.get("unexpected_count"),
+            unexpected_examples=list(details.get("partial_unexpected_list") or [])[:10],
+            observed_value=details.get("observed_value"),
+            unexpected_record_ids=[row["record_id"] for row in (details.get("unexpected_index_list") or [])
+                                   if isinstance(row, dict) and "record_id" in row][:20],
+        ))
+    return SuiteResult(suite_name, bool(result.success), outcomes,
+                       docs_index=str(Path(docs_dir) / "index.html") if docs_dir else None)
