@@ -170,6 +170,7 @@ def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, dedupe
     return artifact_output(
         artifact, {"deduped_records": deduped_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
         train_rows=len(train), eval_rows=len(evaluation), decontaminated_rows=len(removed),
+        train_records=split.train_records,  # records behind train_rows (a chat gives one example per reply)
         preference_rows_set_aside=split.preference_rows,
         decontamination_examples=MetadataValue.md(pd.DataFrame(
             [{"train prompt": r["prompt"][-1]["content"][:80], "matched": r["matched"],
