@@ -2,9 +2,14 @@
 ``sft_adapter`` asset (Dagster run, config validation, label-mask gate, Pipes streaming, MLflow, checkpoints),
 side by side in one run, alternating, each in a fresh process.
 
-Usage: python bench/train_overhead.py [--model scratch|smollm2] [--steps N] [--repeats N]
+Usage: python bench/train_overhead.py [--model scratch|smollm2] [--steps N] [--repeats N] [--threads N]
 The last line is a JSON object with ``plain_tokens_per_s``, ``platform_tokens_per_s`` and ``ratio``
-(target: ratio >= 0.95). Both figures are the tokens trl counted over the seconds from the trainer's
+(target: ratio >= 0.95). Both sides run the same precision (the platform's ``auto`` choice, resolved once here
+and passed to both), batch, sequence length, steps and torch thread count; the JSON records them with the CPU's
+native-bf16 flags. The same run measures this machine's fp32 (and, when training in bf16, bf16) matmul FLOP/s
+and prints the training's model FLOPs utilization: 6 x parameters x tokens/s (the usual dense-training count;
+LoRA skips the frozen weights' gradients, so its real work is nearer 4 x) over the measured matmul rate.
+Both figures are the tokens trl counted over the seconds from the trainer's
 ``on_train_begin`` to the saved adapter, so the platform's per-step costs (Pipes messages, MLflow logging,
 checkpoints) count against it. Wall seconds from launch to saved adapter (process start, model load, the
 platform's validation and label-mask gate, Dagster's run) are printed beside them.
@@ -39,6 +44,7 @@ class Clock(TrainerCallback):
 
 
 cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["num_threads"])
 rows = [json.loads(line) for line in open(cfg["train_path"])]
 rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
 tokenizer = AutoTokenizer.from_pretrained(cfg["base_model_dir"])
@@ -47,7 +53,8 @@ args = SFTConfig(output_dir=cfg["output_dir"], max_steps=cfg["max_steps"],
                  per_device_train_batch_size=cfg["per_device_train_batch_size"], learning_rate=cfg["learning_rate"],
                  lr_scheduler_type="linear", warmup_steps=min(5, cfg["max_steps"] // 10), logging_steps=1,
                  save_strategy="no", report_to=[], seed=0, max_length=cfg["max_length"], completion_only_loss=True,
-                 gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
+                 gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=True, use_cpu=True,
+                 bf16=cfg["precision"] == "bf16")
 lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                      peft_config=lora, callbacks=[clock := Clock()])
@@ -104,7 +111,8 @@ def run_platform(cfg: dict, model_dir: Path, dataset: Path, root: Path) -> dict:
     result = materialize(
         [sft_adapter, AssetSpec("base_model"), AssetSpec("sft_dataset")], instance=instance,
         resources={"artifact_store": ArtifactStore(root=str(root)), "io_manager": ArtifactIOManager(),
-                   "training_compute": TrainingCompute(mlflow_tracking_uri=f"sqlite:///{root}/mlflow.db")},
+                   "training_compute": TrainingCompute(mlflow_tracking_uri=f"sqlite:///{root}/mlflow.db",
+                                                       precision=cfg["precision"], num_threads=cfg["num_threads"])},
         run_config={"ops": {"sft_adapter": {"config": {**settings, "reuse_identical": False}}}})
     assert result.success
     metadata = instance.get_latest_materialization_event(AssetKey("sft_adapter")).asset_materialization.metadata
@@ -112,17 +120,44 @@ def run_platform(cfg: dict, model_dir: Path, dataset: Path, root: Path) -> dict:
             "tokens_per_s": metadata["tokens_per_s"].value, "wall_s": time.perf_counter() - started}
 
 
+def matmul_flops_per_s(dtype_name: str, threads: int, size: int = 1024, seconds: float = 2.0) -> float:
+    """This machine's dense matmul rate at ``threads`` torch threads (the best of repeated size^3 products)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - started))
+    return best
+
+
+def parameter_count(model_dir: Path) -> int:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir).num_parameters()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["scratch", "smollm2"], default="scratch")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads on both sides; 0: all cores")
     args = parser.parse_args()
+    from ft_assets.training.core import choose_precision, cpu_native_bf16_flags
+
+    precision, why = choose_precision("auto")
+    threads = args.threads or os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="ftops-train-overhead-"))
     model_dir, dataset = build_inputs(work, args.model)
     cfg = {"base_model_dir": str(model_dir), "train_path": str(dataset / "train.jsonl"), "max_steps": args.steps,
            "per_device_train_batch_size": 8, "learning_rate": 1e-3, "max_length": 256, "lora_r": 16,
-           "lora_alpha": 32}
+           "lora_alpha": 32, "precision": precision, "num_threads": threads}
     plain, platform = [], []
     for i in range(args.repeats):  # alternate, so drift in machine load hits both alike
         plain.append(run_plain({**cfg, "output_dir": str(work / f"plain{i}")}))
@@ -132,7 +167,17 @@ def main() -> None:
               f"({platform[-1]['tokens']} tokens), {platform[-1]['wall_s']:.0f}s wall", file=sys.stderr)
     plain_tps = statistics.median(r["tokens_per_s"] for r in plain)
     platform_tps = statistics.median(r["tokens_per_s"] for r in platform)
-    print(json.dumps({"model": args.model, "steps": args.steps, "repeats": args.repeats,
+    fp32_rate = matmul_flops_per_s("fp32", threads)
+    peak = matmul_flops_per_s("bf16", threads) if precision == "bf16" else fp32_rate
+    params = parameter_count(model_dir)
+    print(json.dumps({"model": args.model, "parameters": params, "steps": args.steps, "repeats": args.repeats,
+                      "precision": precision, "precision_reason": why, "cpu_native_bf16": cpu_native_bf16_flags(),
+                      "num_threads": threads, "batch": cfg["per_device_train_batch_size"],
+                      "max_length": cfg["max_length"],
+                      "fp32_matmul_gflops": round(fp32_rate / 1e9, 1),
+                      "peak_matmul_gflops": round(peak / 1e9, 1),
+                      "platform_mfu": round(6 * params * platform_tps / peak, 4),
+                      "plain_mfu": round(6 * params * plain_tps / peak, 4),
                       "plain_tokens_per_s": round(plain_tps, 1), "platform_tokens_per_s": round(platform_tps, 1),
                       "ratio": round(platform_tps / plain_tps, 3),
                       "plain_wall_s": round(statistics.median(r["wall_s"] for r in plain), 1),
