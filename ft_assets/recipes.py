@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from ft_assets.training.launch import compute_run_config
+
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEMO_RECIPE = "text-to-sql-demo"
 
@@ -174,7 +176,8 @@ def run_config(recipe: Recipe, drops_dir: str, asset_names: set[str] | None = No
     resources = {"raw_drops": {"config": raw_drops}}
     for section, key in RESOURCE_SECTIONS.items():
         if doc.get(section):
-            resources[key] = {"config": dict(doc[section])}
+            resources[key] = {"config": compute_run_config(doc[section]) if section == "compute"
+                              else dict(doc[section])}
     if asset_names is not None:
         ops = {op: value for op, value in ops.items() if op in asset_names}
     return {"ops": ops, "resources": resources}
