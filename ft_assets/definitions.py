@@ -13,6 +13,7 @@ from ft_assets.data.preference_assets import preference_dataset
 from ft_assets.evaluation.assets import eval_report
 from ft_assets.evaluation.checks import (
     adapter_beats_base,
+    forgetting_within_tolerance,
     merged_matches_adapter,
     merged_serving_consistent,
     quantized_serving_consistent,
@@ -32,7 +33,7 @@ evaluation_assets = [eval_report, model_cards, registered_models]
 all_assets = [*data_assets, *model_assets, *evaluation_assets]
 data_gates = [clean_records_gate, deduped_records_gate, sft_dataset_gate, preference_dataset_gate]
 model_gates = [merged_matches_adapter, merged_serving_consistent, quantized_serving_consistent, adapter_beats_base,
-               quantized_within_tolerance]
+               forgetting_within_tolerance, quantized_within_tolerance]
 training_gates = [sft_label_mask]
 gates = [*data_gates, *training_gates, *model_gates]
 

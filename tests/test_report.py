@@ -100,9 +100,25 @@ def test_markdown_escapes_pipes_and_caps_failures():
 
 def test_markdown_tolerates_missing_keys():
     md = markdown_report({"models": {"base": {"exact_match": 0.5}}})
-    assert "| base | 0.500 | – | – | – | – |" in md
+    assert "| base | 0.500 | – | – |" in md  # exact match, perplexity, n
     assert "size (MB)" not in md
     assert markdown_report({})  # nothing at all still renders
+
+
+def test_markdown_columns_are_the_tasks_metrics():
+    report = {"models": {"base": {"numeric_match": 0.1, "exact_match": 0.0, "perplexity": 9.0, "n": 5},
+                         "adapter": {"numeric_match": 0.6, "exact_match": 0.2, "perplexity": 3.0, "n": 5}},
+              "metric_names": ["numeric_match", "exact_match"], "task": "math", "primary_metric": "numeric_match",
+              "reused_generations": {"merged": "adapter"},
+              "forgetting": {"path": "gsm8k.jsonl", "scorer": "numeric_match", "n": 5, "base": 0.4, "tuned": 0.2,
+                             "tolerance": 0.05}}
+    md = markdown_report(report)
+    assert "| model | numeric match | exact match | perplexity | n |" in md
+    assert "| adapter | 0.600 | 0.200 | 3.000 | 5 |" in md
+    assert "execution accuracy" not in md and "ROUGE-L" not in md
+    assert "primary metric: numeric_match" in md
+    assert "merged: generations reused from adapter" in md
+    assert "| gsm8k.jsonl | numeric_match | 5 | 0.400 | 0.200 | 0.200 | 0.050 |" in md
 
 
 # --- render_html -----------------------------------------------------------------------

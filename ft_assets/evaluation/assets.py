@@ -1,29 +1,45 @@
-"""The eval report: base vs adapter vs merged vs each quantized variant, on the held-out split."""
+"""The eval report: base vs adapter vs merged vs each quantized variant on the held-out split, by the task."""
 
 import gc
+import hashlib
 import json
 import tempfile
 import time
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
-from ft_assets.data.text_to_sql import build_database
-from ft_assets.evaluation.evaluate import GenerationSettings, evaluate_model, load_variant, markdown_table
-from ft_assets.evaluation.gates import VARIANT_NAMES, all_gates
+from ft_assets.evaluation.evaluate import (
+    GenerationSettings,
+    evaluate_model,
+    load_variant,
+    markdown_table,
+    reference_token_budget,
+    score_generations,
+)
+from ft_assets.evaluation.forgetting import load_forgetting_rows
+from ft_assets.evaluation.gates import VARIANT_NAMES, all_gates, merged_matches_adapter
 from ft_assets.evaluation.report import markdown_report, render_html
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.models.quantize import dir_size_bytes
 from ft_assets.training.sft import read_jsonl
-from resources import ArtifactStore, ModelGates
+from resources import ArtifactStore, ModelGates, TaskResource
+
+BASE_CACHE = "eval_base_cache"  # artifact-store name of the cached base-model generations
 
 
 class EvalConfig(Config):
     max_examples: int = 0  # 0: the whole eval split
-    max_new_tokens: int = 48
+    max_new_tokens: int = Field(0, description="generation length; 0: the longest reference in tokens + margin")
+    token_margin: int = Field(16, description="tokens beyond the longest reference when max_new_tokens is 0")
     batch_size: int = 32
     failures_per_variant: int = 5
+    reuse_merged_generations: bool = Field(True, description="when merged_matches_adapter holds, score the "
+                                                             "adapter's generations for merged instead of regenerating")
+    cache_base: bool = Field(True, description="reuse the base model's generations for the same base model, eval "
+                                               "split, eval config and task")
 
 
 def _variants(base_model: Artifact, sft_adapter: Artifact, merged_model: Artifact,
@@ -45,47 +61,119 @@ def _variants(base_model: Artifact, sft_adapter: Artifact, merged_model: Artifac
     return variants
 
 
+def _cache_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _forgetting(context, task, base_model: Artifact, sft_adapter: Artifact, settings: GenerationSettings) -> dict:
+    """Base vs tuned on the task's general-ability set, scored by its own scorer."""
+    spec = task.forgetting
+    if not Path(spec["path"]).is_file():  # e.g. the shared datasets folder is not mounted on this machine
+        context.log.warning(f"forgetting set {spec['path']} is missing: forgetting gate skipped")
+        return {"path": str(spec["path"]), "skipped": f"file {spec['path']} is missing"}
+    rows = load_forgetting_rows(spec["path"], int(spec.get("max_examples", 50)), spec.get("system_prompt", ""))
+    metric = {"scorer": spec.get("scorer", "exact_match"), **(spec.get("options") or {})}
+    out = {"path": str(spec["path"]), "scorer": metric["scorer"], "n": len(rows),
+           "tolerance": float(spec.get("tolerance", 0.05))}
+    for name, kind, path in (("base", "base", base_model.path), ("tuned", "adapter", sft_adapter.path)):
+        model, tokenizer = load_variant(kind, path, base_dir=base_model.path)
+        length = int(spec.get("max_new_tokens") or min(256, reference_token_budget(tokenizer, rows)))
+        result = evaluate_model(model, tokenizer, rows, {"forgetting": metric}, "forgetting",
+                                GenerationSettings(length, settings.batch_size))
+        out[name] = result["metrics"]["forgetting"]
+        context.log.info(f"forgetting set, {name}: {out[name]:.3f} on {len(rows)} rows")
+        del model
+        gc.collect()
+    return out
+
+
 @asset(group_name="evaluation", kinds={"python", "html"})
 def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset: Artifact, base_model: Artifact,
                 sft_adapter: Artifact, merged_model: Artifact, quantized_model: Artifact,
-                artifact_store: ArtifactStore, model_gates: ModelGates) -> Output:
-    """Exact match, SQL execution accuracy, ROUGE-L and perplexity per variant, with the gates, as JSON/MD/HTML."""
+                artifact_store: ArtifactStore, model_gates: ModelGates, task: TaskResource) -> Output:
+    """The task's metrics and perplexity per variant, the forgetting set, and the gates, as JSON/MD/HTML."""
+    the_task = task.task()
+    primary = the_task.primary_metric
     rows = read_jsonl(sft_dataset.path / "eval.jsonl")
     if config.max_examples:
         rows = rows[: config.max_examples]
     if not rows:
         raise ValueError("the eval split is empty: add data or raise sft_dataset's eval_fraction")
-    settings = GenerationSettings(config.max_new_tokens, config.batch_size)
     variants = _variants(base_model, sft_adapter, merged_model, quantized_model)
     inputs = {"sft_dataset": sft_dataset, "base_model": base_model, "sft_adapter": sft_adapter,
               "merged_model": merged_model, "quantized_model": quantized_model}
-    results = {}
+    merge_check = json.loads((merged_model.path / "merge_check.json").read_text())
+    merge_identical = merged_matches_adapter(merge_check, model_gates.merge_logit_tolerance).passed
+    results, reused, base_cache = {}, {}, {}
+    settings = None
     with tempfile.TemporaryDirectory() as tmp:
-        db_path = build_database(Path(tmp) / "company.sqlite")
+        specs = the_task.prepare(Path(tmp))  # e.g. the demo builds its database here
         for name, variant in variants.items():
-            context.log.info(f"evaluating {name} on {len(rows)} examples")
             started = time.perf_counter()
             model, tokenizer = load_variant(variant["kind"], variant["path"], base_dir=base_model.path)
             variant["load_seconds"] = round(time.perf_counter() - started, 3)
-            results[name] = evaluate_model(model, tokenizer, rows, db_path, settings)
+            if settings is None:
+                length = config.max_new_tokens or reference_token_budget(tokenizer, rows, config.token_margin)
+                settings = GenerationSettings(length, config.batch_size)
+            generations = None
+            if name == "merged" and config.reuse_merged_generations and merge_identical:
+                generations, reused["merged"] = results["adapter"]["generations"], "adapter"
+            cache_key = _cache_key(base_model.version, sft_dataset.version, config.max_examples,
+                                   settings.__dict__, the_task.name, the_task.metrics, the_task.system_prompt)
+            if name == "base" and config.cache_base:
+                cached = artifact_store.lookup(BASE_CACHE, cache_key)
+                base_cache = {"key": cache_key, "hit": cached is not None,
+                              "artifact": cached.version if cached else None}
+                if cached is not None:
+                    hit = json.loads((cached.path / "base_eval.json").read_text())
+                    result = score_generations(hit["generations"], rows, specs, primary)
+                    result["metrics"].update(perplexity=hit["perplexity"], n=len(rows), generation_seconds=0.0)
+                    result["generations"] = hit["generations"]
+                    results[name] = result
+                    context.log.info(f"base: cache hit {cached.version} (key {cache_key})")
+                    del model
+                    continue
+            context.log.info(f"evaluating {name} on {len(rows)} examples"
+                             + (" (reusing the adapter's generations)" if generations is not None else ""))
+            results[name] = evaluate_model(model, tokenizer, rows, specs, primary, settings, generations)
             context.log.info(f"{name}: {results[name]['metrics']}")
+            if name == "base" and config.cache_base:
+                with artifact_store.stage(BASE_CACHE) as staging:
+                    (staging / "base_eval.json").write_text(json.dumps({
+                        "generations": results[name]["generations"],
+                        "perplexity": results[name]["metrics"]["perplexity"]}))
+                    cached = artifact_store.publish(staging, card(context, {"base_model": base_model,
+                                                                             "sft_dataset": sft_dataset},
+                                                                  {"cache_key": cache_key}))
+                artifact_store.remember(BASE_CACHE, cache_key, cached)
+                base_cache["artifact"] = cached.version
             del model
             gc.collect()
-    models = {name: r["metrics"] for name, r in results.items()}
+    models = {name: {k: v for k, v in r["metrics"].items()} for name, r in results.items()}
+    for name, source in reused.items():
+        models[name]["generations_reused_from"] = source
+    forgetting = _forgetting(context, the_task, base_model, sft_adapter, settings) if the_task.forgetting else None
     serving = {"merged": json.loads((merged_model.path / "serving_check.json").read_text()),
                **{name: v["serving_check"] for name, v in variants.items() if "serving_check" in v}}
-    gates = all_gates(models, json.loads((merged_model.path / "merge_check.json").read_text()), serving,
+    gates = all_gates(models, merge_check, serving,
                       min_gain=model_gates.min_exact_match_gain, merge_tolerance=model_gates.merge_logit_tolerance,
                       quantized_tolerance=model_gates.quantized_exact_match_tolerance,
-                      max_runaway_rate=model_gates.max_runaway_rate)
+                      max_runaway_rate=model_gates.max_runaway_rate, metric=primary, forgetting=forgetting)
     report = {
+        "task": the_task.name,
+        "primary_metric": primary,
+        "metric_names": list(specs),
         "models": models,
         "variants": {name: {k: (str(v) if k == "path" else v) for k, v in info.items() if k != "serving_check"}
                      for name, info in variants.items()},
         "gates": [g.as_dict() for g in gates],
-        "generation": {"do_sample": False, **settings.__dict__},
-        "failures": {name: [e for e in r["examples"] if not e["exact_match"]][: config.failures_per_variant]
+        "generation": {"do_sample": False, **settings.__dict__,
+                       "length_from": "config" if config.max_new_tokens else "longest reference + margin"},
+        "failures": {name: [e for e in r["examples"] if not e["correct"]][: config.failures_per_variant]
                      for name, r in results.items()},
+        "reused_generations": reused,
+        "base_cache": base_cache,
+        "forgetting": forgetting,
         "eval_rows": len(rows),
         "inputs": {k: a.version for k, a in inputs.items()},
     }
@@ -98,8 +186,10 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
             for name, r in results.items():
                 handle.writelines(json.dumps({"model": name, **e}) + "\n" for e in r["examples"])
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(), metrics=models,
-                                                        gates=report["gates"]))
-    table = markdown_table(models)
+                                                        gates=report["gates"], task=the_task.name,
+                                                        primary_metric=primary, base_cache=base_cache,
+                                                        reused_generations=reused))
+    table = markdown_table(models, list(specs))
     context.log.info("\n" + table)
     return artifact_output(
         artifact, inputs,
@@ -110,6 +200,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
         gates=MetadataValue.md("\n".join(["| gate | passed | value | threshold |", "|---|---|---|---|"] + [
             f"| {g.name} | {'yes' if g.passed else 'NO'} | {g.value} | {g.threshold} |" for g in gates])),
         gates_passed=all(g.passed for g in gates),
-        **{f"{name}_exact_match": m["exact_match"] for name, m in models.items()},
-        **{f"{name}_execution_accuracy": m["execution_accuracy"] for name, m in models.items()},
+        eval_rows=len(rows), task=the_task.name, primary_metric=primary,
+        base_cache_hit=bool(base_cache.get("hit")), merged_generations_reused=bool(reused),
+        **{f"{name}_{metric}": m[metric] for name, m in models.items() for metric in specs},
     )

@@ -47,17 +47,37 @@ def quantized_serving_consistent(quantized_model: Artifact, model_gates: ModelGa
                     for m, v in variants.items() if "skipped" not in v])
 
 
+def _primary(report: dict) -> str:
+    return report.get("primary_metric", "exact_match")
+
+
 @asset_check(asset="eval_report", blocking=True,
-             description="the fine-tuned model beats the base on exact match by the configured margin")
+             description="the fine-tuned model beats the base on the task's primary metric by the configured margin")
 def adapter_beats_base(eval_report: Artifact, model_gates: ModelGates) -> AssetCheckResult:
-    return _result([gates.beats_base(_read(eval_report, "report.json")["models"], model_gates.min_exact_match_gain)])
+    report = _read(eval_report, "report.json")
+    return _result([gates.beats_base(report["models"], model_gates.min_exact_match_gain, _primary(report))])
+
+
+@asset_check(asset="eval_report", blocking=True,
+             description="the tuned model keeps its general ability: the forgetting set's score drops by no more "
+                         "than the task's tolerance (passes with a note when the task names no forgetting set)")
+def forgetting_within_tolerance(eval_report: Artifact) -> AssetCheckResult:
+    forgetting = _read(eval_report, "report.json").get("forgetting")
+    if not forgetting:
+        return AssetCheckResult(passed=True, description="the task names no forgetting set: nothing to compare")
+    if "skipped" in forgetting:
+        return AssetCheckResult(passed=True, description=f"forgetting set skipped: {forgetting['skipped']}")
+    return _result([gates.forgetting_within_tolerance(forgetting, forgetting["tolerance"])])
 
 
 # Not blocking: a variant that falls behind fails its own gate (its model card says so), but it must not
 # withhold the merged model's card.
 @asset_check(asset="eval_report",
-             description="each quantized variant is within the configured exact-match tolerance of the merged model")
+             description="each quantized variant is within the configured tolerance of the merged model on the "
+                         "task's primary metric")
 def quantized_within_tolerance(eval_report: Artifact, model_gates: ModelGates) -> AssetCheckResult:
-    models = _read(eval_report, "report.json")["models"]
-    return _result([gates.quantized_within_tolerance(models, name, model_gates.quantized_exact_match_tolerance)
+    report = _read(eval_report, "report.json")
+    models = report["models"]
+    return _result([gates.quantized_within_tolerance(models, name, model_gates.quantized_exact_match_tolerance,
+                                                     _primary(report))
                     for name in models if name.startswith("quantized")], AssetCheckSeverity.WARN)

@@ -1,4 +1,4 @@
-"""Evaluate causal LMs on the eval split: greedy generation, SQL metrics, perplexity."""
+"""Evaluate causal LMs on the eval split: greedy generation, the task's scorers, perplexity."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from ft_assets.evaluation.report import rouge_l
-from ft_assets.evaluation.sql_metrics import exact_match, execution_match, extract_sql
 
 
 @dataclass
@@ -91,31 +88,55 @@ def completion_perplexity(model, tokenizer, rows: list[dict], batch_size: int = 
     return math.exp(total_nll / max(total_tokens, 1))
 
 
-def evaluate_model(model, tokenizer, rows: list[dict], db_path: Path, settings: GenerationSettings) -> dict:
-    """Metrics plus per-example predictions for one model on ``rows``."""
+EXTRA_KEYS = ("perplexity", "n", "generation_seconds", "generations_reused_from")
+
+
+def score_generations(generations: list[str], rows: list[dict], metric_specs: dict[str, dict],
+                      primary_metric: str) -> dict:
+    """The task's metrics on ``generations`` plus per-example records (``correct``: the primary metric is 1)."""
+    from ft_assets.evaluation.scorers import score
+
+    references = [r["completion"][-1]["content"] for r in rows]
+    scores = {name: score(spec, generations, references, rows) for name, spec in metric_specs.items()}
+    examples = []
+    for i, (row, generated) in enumerate(zip(rows, generations, strict=True)):
+        per = {name: round(s.per_example[i], 4) for name, s in scores.items() if len(s.per_example) == len(rows)}
+        primary = scores[primary_metric]
+        extracted = primary.extracted[i] if len(primary.extracted) == len(rows) else generated
+        examples.append({"record_id": row.get("record_id"), "question": row["prompt"][-1]["content"],
+                         "gold": references[i], "generated": generated, "predicted": extracted,
+                         "correct": per.get(primary_metric, 0.0) >= 1.0, **per})
+    return {"metrics": {name: s.value for name, s in scores.items()}, "examples": examples}
+
+
+def evaluate_model(model, tokenizer, rows: list[dict], metric_specs: dict[str, dict], primary_metric: str,
+                   settings: GenerationSettings, generations: list[str] | None = None) -> dict:
+    """The task's metrics, perplexity and per-example predictions for one model on ``rows``.
+
+    ``generations`` given (a logit-identical model already generated them): they are scored, not regenerated.
+    """
     started = time.perf_counter()
-    generations = generate(model, tokenizer, rows, settings)
+    reused = generations is not None
+    generations = generations if reused else generate(model, tokenizer, rows, settings)
     gen_seconds = time.perf_counter() - started
-    examples, em, ex, rouge = [], 0, 0, 0.0
-    for row, generated in zip(rows, generations, strict=True):
-        gold = row["completion"][0]["content"]
-        predicted = extract_sql(generated)
-        is_em, is_ex = exact_match(predicted, gold), execution_match(db_path, predicted, gold)
-        score = rouge_l(predicted, gold)
-        em, ex, rouge = em + is_em, ex + is_ex, rouge + score
-        examples.append({"record_id": row["record_id"], "question": row["prompt"][-1]["content"],
-                         "gold": gold, "generated": generated, "predicted": predicted,
-                         "exact_match": is_em, "execution_match": is_ex, "rouge_l": round(score, 4)})
-    n = max(len(rows), 1)
-    metrics = {"exact_match": em / n, "execution_accuracy": ex / n, "rouge_l": rouge / n,
-               "perplexity": completion_perplexity(model, tokenizer, rows),
-               "n": len(rows), "generation_seconds": round(gen_seconds, 1)}
-    return {"metrics": metrics, "examples": examples}
+    result = score_generations(generations, rows, metric_specs, primary_metric)
+    result["metrics"].update(perplexity=completion_perplexity(model, tokenizer, rows), n=len(rows),
+                             generation_seconds=0.0 if reused else round(gen_seconds, 1))
+    result["generations"] = generations
+    return result
 
 
-def markdown_table(models: dict[str, dict]) -> str:
-    lines = ["| model | exact match | execution accuracy | ROUGE-L | perplexity | n |", "|---|---|---|---|---|---|"]
+def reference_token_budget(tokenizer, rows: list[dict], margin: int = 16) -> int:
+    """Generation length: the longest reference in tokens plus a margin (room for an end-of-turn and chatter)."""
+    lengths = [len(tokenizer(r["completion"][-1]["content"], add_special_tokens=False)["input_ids"]) for r in rows]
+    return max(lengths, default=0) + margin
+
+
+def markdown_table(models: dict[str, dict], metric_names: list[str] | None = None) -> str:
+    names = metric_names or [k for k in next(iter(models.values()), {}) if k not in EXTRA_KEYS]
+    lines = ["| model | " + " | ".join(names) + " | perplexity | n |", "|---" * (len(names) + 3) + "|"]
     for name, m in models.items():
-        lines.append(f"| {name} | {m['exact_match']:.3f} | {m['execution_accuracy']:.3f} | "
-                     f"{m.get('rouge_l', float('nan')):.3f} | {m['perplexity']:.3f} | {m['n']} |")
+        cells = [f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "–" for k in names]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m.get('perplexity', float('nan')):.3f} | "
+                     f"{m.get('n', '')} |")
     return "\n".join(lines)

@@ -26,10 +26,21 @@ class GateResult:
         return asdict(self)
 
 
-def beats_base(models: dict[str, dict], min_gain: float) -> GateResult:
-    gain = models["adapter"]["exact_match"] - models["base"]["exact_match"]
+def beats_base(models: dict[str, dict], min_gain: float, metric: str = "exact_match",
+               candidate: str = "adapter") -> GateResult:
+    """The fine-tuned model's primary metric minus the base's, at least ``min_gain``."""
+    gain = models[candidate][metric] - models["base"][metric]
     return GateResult("adapter_beats_base", gain >= min_gain, round(gain, 4), min_gain,
-                      f"exact match {models['base']['exact_match']:.3f} -> {models['adapter']['exact_match']:.3f}")
+                      f"{metric} base {models['base'][metric]:.3f} -> {candidate} {models[candidate][metric]:.3f}")
+
+
+def forgetting_within_tolerance(forgetting: dict, tolerance: float) -> GateResult:
+    """General ability kept: base minus tuned score on the forgetting set, at most ``tolerance``."""
+    base, tuned = forgetting["base"], forgetting["tuned"]
+    loss = base - tuned
+    return GateResult("forgetting_within_tolerance", loss <= tolerance, round(loss, 4), tolerance,
+                      f"{forgetting.get('scorer', '?')} on {forgetting.get('n', '?')} general-ability rows: "
+                      f"base {base:.3f} -> tuned {tuned:.3f}")
 
 
 def merged_matches_adapter(merge_check: dict, tolerance: float) -> GateResult:
@@ -39,11 +50,11 @@ def merged_matches_adapter(merge_check: dict, tolerance: float) -> GateResult:
                       f"top-1 agreement {merge_check['top1_agreement']:.3f}")
 
 
-def quantized_within_tolerance(models: dict[str, dict], variant: str, tolerance: float) -> GateResult:
-    drop = models["merged"]["exact_match"] - models[variant]["exact_match"]
+def quantized_within_tolerance(models: dict[str, dict], variant: str, tolerance: float,
+                               metric: str = "exact_match") -> GateResult:
+    drop = models["merged"][metric] - models[variant][metric]
     return GateResult(f"{variant}_within_tolerance", drop <= tolerance, round(drop, 4), tolerance,
-                      f"exact match merged {models['merged']['exact_match']:.3f} vs "
-                      f"{variant} {models[variant]['exact_match']:.3f}")
+                      f"{metric} merged {models['merged'][metric]:.3f} vs {variant} {models[variant][metric]:.3f}")
 
 
 def serving_consistent(name: str, serving_check: dict, max_runaway_rate: float) -> GateResult:
@@ -56,10 +67,13 @@ def serving_consistent(name: str, serving_check: dict, max_runaway_rate: float) 
 
 def all_gates(models: dict[str, dict], merge_check: dict, serving_checks: dict[str, dict], *,
               min_gain: float, merge_tolerance: float, quantized_tolerance: float,
-              max_runaway_rate: float) -> list[GateResult]:
-    """Every model gate, in the order the report shows them."""
-    results = [beats_base(models, min_gain), merged_matches_adapter(merge_check, merge_tolerance)]
+              max_runaway_rate: float, metric: str = "exact_match", forgetting: dict | None = None
+              ) -> list[GateResult]:
+    """Every model gate, in the order the report shows them; ``metric`` is the task's primary metric."""
+    results = [beats_base(models, min_gain, metric), merged_matches_adapter(merge_check, merge_tolerance)]
+    if forgetting and "skipped" not in forgetting:
+        results.append(forgetting_within_tolerance(forgetting, forgetting["tolerance"]))
     results += [serving_consistent(name, check, max_runaway_rate) for name, check in serving_checks.items()]
-    results += [quantized_within_tolerance(models, name, quantized_tolerance)
+    results += [quantized_within_tolerance(models, name, quantized_tolerance, metric)
                 for name in models if name.startswith("quantized")]
     return results

@@ -17,7 +17,9 @@ from typing import Any
 MAX_FAILURES = 5
 MD_CELL_CHARS = 80
 HTML_CELL_CHARS = 400
-METRIC_BARS = (("exact_match", "exact match"), ("execution_accuracy", "execution accuracy"), ("rouge_l", "ROUGE-L"))
+METRIC_LABELS = {"exact_match": "exact match", "execution_accuracy": "execution accuracy", "rouge_l": "ROUGE-L",
+                 "chrf": "chrF", "bleu": "BLEU", "macro_f1": "macro-F1", "numeric_match": "numeric match"}
+NOT_SCORES = {"perplexity", "n", "generation_seconds", "generations_reused_from"}
 
 _scorer = None  # rouge_scorer.RougeScorer, built on first use
 
@@ -65,6 +67,20 @@ def _variant_names(report: dict) -> list[str]:
     return names + [n for n in (report.get("variants") or {}) if n not in names]
 
 
+def metric_names(report: dict) -> list[str]:
+    """The task's metrics (the report's ``metric_names``; else every score-like key, first seen first)."""
+    if report.get("metric_names"):
+        return list(report["metric_names"])
+    names: list[str] = []
+    for m in (report.get("models") or {}).values():
+        names += [k for k in m if k not in NOT_SCORES and k not in names]
+    return names
+
+
+def _label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
 def _metric_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of the metrics table (size/load columns only when some variant has them)."""
     models = report.get("models") or {}
@@ -72,13 +88,13 @@ def _metric_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     names = _variant_names(report)
     has_size = any((variants.get(n) or {}).get("size_bytes") is not None for n in names)
     has_load = any((variants.get(n) or {}).get("load_seconds") is not None for n in names)
-    header = ["model", "exact match", "execution accuracy", "ROUGE-L", "perplexity", "n"]
+    scores = metric_names(report)
+    header = ["model", *[_label(k) for k in scores], "perplexity", "n"]
     header += ["size (MB)"] * has_size + ["load s"] * has_load
     rows = []
     for name in names:
         m, v = models.get(name) or {}, variants.get(name) or {}
-        row = [name, _fmt(m.get("exact_match")), _fmt(m.get("execution_accuracy")), _fmt(m.get("rouge_l")),
-               _fmt(m.get("perplexity")), _fmt(m.get("n"))]
+        row = [name, *[_fmt(m.get(k)) for k in scores], _fmt(m.get("perplexity")), _fmt(m.get("n"))]
         if has_size:
             size = _number(v.get("size_bytes"))
             row.append(_fmt(size / 1e6, 1) if size is not None else "–")
@@ -92,6 +108,46 @@ def _gate_rows(report: dict) -> list[tuple[bool, list[str]]]:
     return [(bool(g.get("passed")), [str(g.get("name", "?")), "yes" if g.get("passed") else "NO",
                                      _fmt(g.get("value")), _fmt(g.get("threshold")), str(g.get("detail") or "")])
             for g in report.get("gates") or []]
+
+
+def _notes(report: dict) -> list[str]:
+    notes = []
+    if report.get("task"):
+        notes.append(f"Task: {report['task']}; primary metric: {report.get('primary_metric')}")
+    if report.get("eval_rows") is not None:
+        notes.append(f"Eval rows: {report['eval_rows']}")
+    for name, source in (report.get("reused_generations") or {}).items():
+        notes.append(f"{name}: generations reused from {source} (merged_matches_adapter holds: logit-identical); "
+                     "metrics rescored, perplexity measured")
+    cache = report.get("base_cache")
+    if cache:
+        notes.append(f"base: {'cache hit' if cache.get('hit') else 'evaluated and cached'} (key {cache.get('key')})")
+    return [f"- {n}" for n in notes]
+
+
+def _forgetting_lines(report: dict) -> list[str]:
+    f = report.get("forgetting")
+    if not f:
+        return []
+    if "skipped" in f:
+        return ["", "## Forgetting (general ability)", "", f"Skipped: {f['skipped']}"]
+    return ["", "## Forgetting (general ability)", "",
+            *_md_table(["set", "scorer", "n", "base", "tuned", "loss", "tolerance"],
+                       [[str(f.get("path")), str(f.get("scorer")), _fmt(f.get("n")), _fmt(f.get("base")),
+                         _fmt(f.get("tuned")), _fmt(f.get("base", 0) - f.get("tuned", 0)), _fmt(f.get("tolerance"))]])]
+
+
+def _policy_lines(report: dict) -> list[str]:
+    p = report.get("policy")
+    if not p:
+        return []
+    lines = ["", "## Policy", "", f"Shipped policy: {p.get('chosen')} ({p.get('reason', '')})"]
+    prefs = p.get("preference_metrics") or {}
+    if prefs:
+        lines += ["", *_md_table(["adapter", "prefers chosen", "mean log-prob margin", "pairs"],
+                                 [[k, _fmt(v.get("prefers_chosen")), _fmt(v.get("mean_margin")), _fmt(v.get("pairs"))]
+                                  for k, v in prefs.items()])]
+    return lines
 
 
 def _failure_samples(report: dict) -> dict[str, list[dict]]:
@@ -116,8 +172,8 @@ def markdown_report(report: dict) -> str:
     header, rows = _metric_rows(report)
     lines = ["## Metrics", ""]
     lines += _md_table(header, rows) if rows else ["_no models were evaluated_"]
-    if report.get("eval_rows") is not None:
-        lines += ["", f"Eval rows: {report['eval_rows']}"]
+    lines += [""] + _notes(report)
+    lines += _forgetting_lines(report) + _policy_lines(report)
     gates = _gate_rows(report)
     lines += ["", "## Gates", ""]
     lines += _md_table(["gate", "passed", "value", "threshold", "detail"], [r for _, r in gates]) if gates \
@@ -161,18 +217,19 @@ def _metrics_chart(report: dict) -> str | None:
         return None
     plt = _pyplot()
     names = list(models)
-    width = 0.8 / len(METRIC_BARS)
+    bars_of = [(k, _label(k)) for k in metric_names(report)] or [("exact_match", "exact match")]
+    width = 0.8 / len(bars_of)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 4))
-    for i, (key, label) in enumerate(METRIC_BARS):
+    for i, (key, label) in enumerate(bars_of):
         values = [_number(models[n].get(key)) for n in names]
-        xs = [j + (i - (len(METRIC_BARS) - 1) / 2) * width for j in range(len(names))]
+        xs = [j + (i - (len(bars_of) - 1) / 2) * width for j in range(len(names))]
         bars = ax.bar(xs, [v if v is not None else math.nan for v in values], width, label=label)
         ax.bar_label(bars, labels=[_fmt(v, 2) if v is not None else "" for v in values], fontsize=7, padding=1)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylim(0, 1.22)  # headroom for the legend above bars at 1.0
     ax.set_ylabel("score")
     ax.set_title("Accuracy per model variant")
-    ax.legend(loc="upper center", fontsize=8, ncols=len(METRIC_BARS), frameon=False)
+    ax.legend(loc="upper center", fontsize=8, ncols=len(bars_of), frameon=False)
     return _png_data_uri(fig)
 
 
@@ -258,9 +315,12 @@ def render_html(report: dict, loss_history: list[dict], out_path: Path) -> Path:
         _html_table(["setting", "value"], settings) if settings else '<p class="note">not recorded</p>',
         "<h2>Metrics</h2>",
         _html_table(header, rows) if rows else '<p class="note">no models were evaluated</p>',
-        _img(_metrics_chart(report), "exact match, execution accuracy and ROUGE-L per variant",
+        _img(_metrics_chart(report), "the task's metrics per variant",
              "no metrics to plot"),
         _img(_perplexity_chart(report), "perplexity per variant", "no perplexity to plot"),
+        *[f'<p class="note">{_e(n[2:])}</p>' for n in _notes(report)],
+        *([f"<pre>{_e(chr(10).join(_forgetting_lines(report) + _policy_lines(report)))}</pre>"]
+          if report.get("forgetting") or report.get("policy") else []),
         "<h2>Training loss</h2>",
         _img(_loss_chart(loss_history), "training loss per step", "no training loss history was recorded"),
         "<h2>Gates</h2>",

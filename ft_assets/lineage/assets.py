@@ -8,17 +8,21 @@ from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.lineage.registry import CANDIDATE, PromotionRefused, gates_for_variant
 from ft_assets.models.card import build_card, card_markdown, write_card
-from resources import ArtifactStore, ModelRegistry
+from resources import ArtifactStore, ModelRegistry, TaskResource
 
 
 @asset(group_name="evaluation", kinds={"markdown", "json"})
 def model_cards(context: AssetExecutionContext, eval_report: Artifact, merged_model: Artifact,
-                quantized_model: Artifact, artifact_store: ArtifactStore) -> Output:
+                quantized_model: Artifact, artifact_store: ArtifactStore, task: TaskResource) -> Output:
     """Markdown + JSON cards: provenance, training config, metrics and gate results per model variant."""
     report = json.loads((eval_report.path / "report.json").read_text())
     inputs = {"eval_report": eval_report, "merged_model": merged_model, "quantized_model": quantized_model}
     provisional = json.loads((merged_model.path / "model_card.json").read_text())
+    the_task = task.task()
     common = {k: provisional[k] for k in ("base_model", "data_versions", "training")}
+    common.update(task=report.get("task", the_task.name), primary_metric=report.get("primary_metric", ""),
+                  intended_use=the_task.intended_use, limitations=the_task.limitations,
+                  adapter=provisional.get("adapter") or "sft_adapter")
     targets = {"merged": ("merged_model", merged_model.path, merged_model.version, provisional["method"])}
     for name, variant in report["variants"].items():
         if variant["kind"] == "quantized":
@@ -76,8 +80,9 @@ def registered_models(context: AssetExecutionContext, eval_report: Artifact, mod
             {"models": [m.as_dict() for m in models], "alias_moves": moves}, indent=2, default=str))
         artifact = artifact_store.publish(staging, card(context, inputs, model_registry.model_dump(),
                                                         registered=[m.id for m in models], alias_moves=moves))
-    table = ["| id | variant | exact match | gates | aliases |", "|---|---|---|---|---|"] + [
-        f"| {m.id} | {m.variant} | {m.metrics.get('exact_match')} | "
+    primary = json.loads((eval_report.path / "report.json").read_text()).get("primary_metric", "exact_match")
+    table = [f"| id | variant | {primary} | gates | aliases |", "|---|---|---|---|---|"] + [
+        f"| {m.id} | {m.variant} | {m.metrics.get(primary)} | "
         f"{'passed' if m.gates_passed else 'FAILED: ' + ', '.join(g['name'] for g in m.failed_gates)} | "
         f"{', '.join(m.aliases) or '-'} |" for m in models]
     return artifact_output(artifact, inputs, registered=MetadataValue.md("\n".join(table)),

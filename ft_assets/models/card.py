@@ -17,12 +17,15 @@ LIMITATIONS = (
 
 
 def build_card(*, name: str, variant: str, base_model: dict, data_versions: dict, training: dict,
-               method: str, metrics: dict | None, gates: list[dict], artifacts: dict) -> dict:
+               method: str, metrics: dict | None, gates: list[dict], artifacts: dict, task: str = "",
+               primary_metric: str = "", intended_use: str = "", limitations: str = "",
+               adapter: str = "") -> dict:
+    """A model card; ``intended_use``/``limitations`` are the task's (the demo's text when none is given)."""
     return {
-        "model": name, "variant": variant, "method": method,
-        "base_model": base_model, "data_versions": data_versions, "training": training,
+        "model": name, "variant": variant, "method": method, "task": task, "primary_metric": primary_metric,
+        "adapter": adapter, "base_model": base_model, "data_versions": data_versions, "training": training,
         "metrics": metrics, "gates": gates, "gates_passed": all(g["passed"] for g in gates) if gates else None,
-        "artifacts": artifacts, "intended_use": INTENDED_USE, "limitations": LIMITATIONS,
+        "artifacts": artifacts, "intended_use": intended_use or INTENDED_USE, "limitations": limitations or LIMITATIONS,
     }
 
 
@@ -32,6 +35,8 @@ def card_markdown(card: dict) -> str:
     lines = [
         f"# {card['model']} ({card['variant']})", "",
         f"Method: {card['method']}", "",
+        *([f"Task: {card['task']} (primary metric: {card.get('primary_metric')})", ""] if card.get("task") else []),
+        *([f"Adapter: {card['adapter']}", ""] if card.get("adapter") else []),
         "## Provenance",
         f"- base model: `{base.get('model_id')}` revision `{base.get('revision')}` ({base.get('source')})",
         *[f"- {name}: `{version}`" for name, version in (card.get("data_versions") or {}).items()],
@@ -43,7 +48,9 @@ def card_markdown(card: dict) -> str:
     metrics = card.get("metrics")
     if metrics:
         lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+        primary = card.get("primary_metric")
+        lines += [f"| {k}{' (primary)' if k == primary else ''} | {v:.4f} |" if isinstance(v, float)
+                  else f"| {k} | {v} |" for k, v in metrics.items()]
     else:
         lines.append("Not evaluated yet: see the `model_cards` asset for the evaluated card.")
     lines += ["", "## Gates"]
