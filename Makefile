@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(FTOPS_HOME)/dagster_home
 export GX_ANALYTICS_ENABLED ?= false
 GGUF := $(FTOPS_HOME)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: install model browser demo test ui lint clean
+.PHONY: install model browser postgres demo test ui lint clean
 
 # torch==2.13.0 is the CPU build on these machines; a looser pin pulls a CUDA build.
 # DeepSpeed builds no ops at install time (DS_BUILD_OPS=0); it JIT-builds what it needs.
@@ -31,10 +31,17 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "make browser: /usr/bin/chromium missing and not root: apt-get install chromium for the UI test"; fi
 
+# tests/test_production_topology.py runs a real PostgreSQL server (initdb into a temporary folder). As root on a
+# fresh Debian machine (CI) this installs Debian's postgresql; elsewhere that test skips unless FTOPS_REQUIRE_POSTGRES.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else echo "make postgres: no /usr/lib/postgresql/*/bin/initdb and not root: apt-get install postgresql for the topology test"; fi
+
 demo: install model
 	$(VENV)/bin/ftops demo
 
-test: install model browser
+test: install model browser postgres
 	$(PY) -m pytest
 
 ui: install model

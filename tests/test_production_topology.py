@@ -1,0 +1,245 @@
+"""The production topology, for real on one machine: Postgres, a code server, a webserver and a daemon.
+
+A real PostgreSQL server (tests/postgres_server.py) holds the instance, configured by deploy/dagster.yaml as
+shipped; ``dagster code-server start``, ``dagster-webserver`` and ``dagster-daemon run`` are separate processes
+that find each other through deploy/workspace.yaml (host and port pointed at loopback). Then:
+
+1. a new drop retrains through the drop sensor and the automation sensor, to a new registered model version;
+2. an external client (dagster-graphql's ``DagsterGraphQLClient``) launches the demo recipe's job on a scratch
+   model; the run's process is killed mid-training (after a checkpoint); the code server marks the run failed,
+   the daemon's run retries launch a retry from the failure, and training resumes from the checkpoint;
+3. ``ftops models list`` and ``ftops lineage`` answer from the Postgres-backed instance.
+
+Run with ``-s`` to see the timings. Skips without Debian's postgresql unless FTOPS_REQUIRE_POSTGRES is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, materialize
+
+from ft_assets.data.text_to_sql import generate_clean_pairs
+from ft_assets.models.assets import base_model
+from ft_assets.recipes import load_recipe, run_config
+from resources import ArtifactIOManager, ArtifactStore
+from tests.dagster_dev import LOCATIONS_QUERY, free_port
+from tests.postgres_server import postgres_bin, postgres_server
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RECIPE = "text-to-sql-demo"
+# Small and quick, checkpointing often so the kill lands after one; the retry must resume, not restart.
+RECIPE_OVERRIDES = ["base_model.source=scratch", "training.max_steps=60", "training.save_steps=4",
+                    "training.per_device_train_batch_size=4", "task.forgetting=", "eval.max_examples=8"]
+
+pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("FTOPS_REQUIRE_POSTGRES"),
+                                reason="Debian's postgresql is not installed (make postgres)")
+
+
+class Stack:
+    """Three long-running Dagster processes, each in its own process group, logs under one folder."""
+
+    def __init__(self, root: Path, env: dict[str, str]):
+        self.root, self.env, self.processes = root, env, {}
+
+    def start(self, name: str, command: list[str]) -> None:
+        with open(self.root / f"{name}.log", "wb") as log:
+            self.processes[name] = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.logs()}")
+
+    def logs(self, chars: int = 2500) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
+                         for p in sorted(self.root.glob("*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes.values():  # Ctrl+C each, then kill what is left of each group
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+
+def wait_for(what: str, predicate, timeout: float, stack: Stack, poll: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        stack.check_alive()
+        time.sleep(poll)
+    raise TimeoutError(f"no {what} after {timeout:.0f}s:\n{stack.logs()}")
+
+
+def location_loaded(client) -> bool:
+    try:
+        entries = client._execute(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+    except Exception:  # not answering yet
+        return False
+    errors = [e["locationOrLoadError"] for e in entries
+              if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"]
+    if errors:
+        raise RuntimeError(f"code location failed to load: {errors[0]['message']}")
+    return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+
+def ftops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ftops"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def run_worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    for record in instance.all_logs(run_id):
+        message = record.message or ""
+        if message.startswith("Started process for run (pid: "):
+            return int(message.split("pid: ")[1].rstrip(")."))
+    return None
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the run worker and what it started (the training worker): a lost node, an OOM kill."""
+    parent = psutil.Process(pid)
+    for process in [*parent.children(recursive=True), parent]:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def write_drop(path: Path, n: int, seed: int) -> None:
+    pairs = generate_clean_pairs(n, seed=seed)
+    path.write_text("".join(json.dumps({"question": q, "sql": s}) + "\n" for q, s in pairs))
+
+
+def test_production_topology(tmp_path, monkeypatch):
+    timings = {}
+    with postgres_server() as pg:
+        home, dagster_home = tmp_path / "ftops_home", tmp_path / "dagster_home"
+        dagster_home.mkdir(parents=True)
+        shutil.copy(REPO / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")  # as shipped
+        code_port, web_port = free_port(), free_port()
+        workspace = yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text())
+        workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=code_port)
+        (tmp_path / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+        env = {**pg.env(), "DAGSTER_HOME": str(dagster_home), "FTOPS_HOME": str(home),
+               "FTOPS_DEPLOYMENT": "production", "FTOPS_ARTIFACT_ROOT": str(home / "artifacts"),
+               "FTOPS_DROPS_DIR": str(home / "drops"), "FTOPS_REGISTRY": str(home / "registry.sqlite"),
+               "FTOPS_DVC_REPO": str(home / "dvc"), "FTOPS_DVC_REMOTE": str(home / "dvc_remote"),
+               "GX_ANALYTICS_ENABLED": "false", "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        full_env = {**os.environ, **env}
+        (home / "drops").mkdir(parents=True)
+
+        with DagsterInstance.get() as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            # The scratch base model the automation builds on (its default would read a GGUF file).
+            assert materialize([base_model], instance=instance,
+                               resources={"io_manager": ArtifactIOManager(),
+                                          "artifact_store": ArtifactStore(root=str(home / "artifacts"))},
+                               run_config={"ops": {"base_model": {"config": {"source": "scratch"}}}}).success
+
+            from dagster_graphql import DagsterGraphQLClient
+
+            stack = Stack(tmp_path, full_env)
+            started = time.monotonic()
+            try:
+                stack.start("code-server", [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1",
+                                            "-p", str(code_port), "-m", "tests.topology_workspace", "-d", str(REPO),
+                                            "--location-name", "ftops"])
+                # As compose does: webserver and daemon start once the code server answers its health check.
+                wait_for("the code server's health check", lambda: subprocess.run(
+                    [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(code_port)],
+                    capture_output=True, env=full_env).returncode == 0, 240, stack, 2)
+                workspace_args = ["-w", str(tmp_path / "workspace.yaml")]
+                stack.start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
+                                          *workspace_args])
+                stack.start("daemon", [str(BIN / "dagster-daemon"), "run", *workspace_args])
+                client = DagsterGraphQLClient("127.0.0.1", port_number=web_port, timeout=60)
+                wait_for("the code location loaded in the webserver", lambda: location_loaded(client), 240, stack)
+                timings["stack_ready_s"] = time.monotonic() - started
+
+                # 1. A new drop retrains through the sensors, to a new registered model version.
+                written = time.time()
+                write_drop(home / "drops" / "fresh-001.jsonl", 200, seed=11)
+                registered = wait_for("a registered model version after the drop", lambda: instance
+                                      .get_latest_materialization_event(AssetKey("registered_models")), 600, stack, 2)
+                timings["drop_to_registered_model_s"] = registered.timestamp - written
+                auto_run = instance.get_run_by_id(registered.run_id)
+                assert auto_run.tags.get("dagster/from_automation_condition") == "true" or \
+                    "dagster/sensor_name" in auto_run.tags
+                listed = ftops(full_env, "models", "list", "--json")
+                assert listed.returncode == 0, listed.stderr
+                first_models = json.loads(listed.stdout)["models"]
+                assert first_models, listed.stdout
+
+                # 2. The recipe's job from an external client; its run worker killed mid-training.
+                recipe = load_recipe(RECIPE, RECIPE_OVERRIDES)
+                config = run_config(recipe, str(home / "drops"))
+                launched = time.time()
+                run_id = client.submit_job_execution(recipe.job_name, run_config=config)
+                checkpoints = home / "artifacts" / "sft_adapter" / ".work"
+                wait_for("a training checkpoint", lambda: list(checkpoints.glob("*/checkpoints/checkpoint-*")),
+                         420, stack, 0.5)
+                pid = run_worker_pid(instance, run_id)
+                assert pid is not None and psutil.pid_exists(pid)
+                kill_tree(pid)
+                killed = time.time()
+                wait_for("the killed run marked failed", lambda: client.get_run_status(run_id)
+                         == DagsterRunStatus.FAILURE, 60, stack, 0.5)
+                timings["kill_to_marked_failed_s"] = time.time() - killed
+
+                def retry():
+                    runs = instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run_id}))
+                    return runs[0] if runs else None
+
+                retry_run = wait_for("a retry of the killed run", retry, 120, stack)
+                assert retry_run.tags.get("dagster/retry_number") == "1"
+                wait_for("the retry to finish", lambda: client.get_run_status(retry_run.run_id)
+                         in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE), 600, stack, 2)
+                assert client.get_run_status(retry_run.run_id) == DagsterRunStatus.SUCCESS, stack.logs()
+                timings["launch_to_success_with_kill_and_retry_s"] = time.time() - launched
+                adapter = instance.get_latest_materialization_event(AssetKey("sft_adapter"))
+                assert adapter.run_id == retry_run.run_id
+                metadata = adapter.asset_materialization.metadata
+                assert metadata["resumed"].value is True  # from the checkpoint the killed run left
+                assert metadata["resumed_from_step"].value > 0
+
+                # 3. The registry and the audit trail answer from the Postgres-backed instance.
+                listed = ftops(full_env, "models", "list", "--json")
+                assert listed.returncode == 0, listed.stderr
+                models = json.loads(listed.stdout)["models"]
+                assert len(models) > len(first_models)
+                newest = max(models, key=lambda m: m["created_at"] or "")
+                audit = ftops(full_env, "lineage", newest["id"], "--json")
+                assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr
+                chain = json.loads(audit.stdout)
+                assert chain["verified"] is True
+                assert chain["evaluation"]["run_id"] == retry_run.run_id
+                assert "fresh-001" in json.dumps(chain["raw_drops"])
+            finally:
+                stack.stop()
+    print("\nproduction topology timings: " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
