@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e ".[dev,deepspeed]"
+	# dvc -> hydra-core pins antlr4 4.9, whose runtime breaks Dagster's asset-selection parser (`--select`);
+	# ftops uses no hydra feature of DVC (add/push/checkout), so Dagster's antlr4 wins (tests/test_dagster_cli.py).
+	$(PY) -m pip install --quiet "antlr4-python3-runtime==4.13.2"
 	touch $@
 
 install: $(VENV)/.installed

@@ -48,6 +48,10 @@ def preference_dataset_gate(preference_dataset: Artifact, gx: GreatExpectationsR
                             artifact_store: ArtifactStore) -> AssetCheckResult:
     train = files.read_examples(preference_dataset.path, "train")
     evaluation = files.read_examples(preference_dataset.path, "eval")
+    quarantined = files.read_examples(preference_dataset.path, "quarantine")
+    if not train and not evaluation and not quarantined:  # the data holds no pairs: DPO does not train
+        return AssetCheckResult(passed=True, description="no preference pairs in the data: nothing to check, "
+                                                         "dpo_adapter does not train", metadata={"pairs": 0})
     frame = preference_frame(train, evaluation)
     suite, docs = run_suite(gx, artifact_store, frame, "preference_dataset",
                             preference_split_suite(MIN_PREFERENCE_TRAIN_ROWS, MIN_PREFERENCE_EVAL_ROWS),

@@ -17,11 +17,12 @@ def test_best_takes_the_better_primary_metric_among_passing_adapters():
 
 
 def test_without_preference_pairs_the_policy_is_sft():
-    name, reason = choose_policy("best", {"sft": SFT})
-    assert name == "sft" and "dpo_adapter skipped" in reason
+    name, reason = choose_policy("best", {"sft": SFT}, {"dpo": "no preference pairs"})
+    assert name == "sft" and "only the SFT adapter trained (dpo: no preference pairs)" in reason
     assert choose_policy("sft", {"sft": SFT, "dpo": DPO})[0] == "sft"
-    with pytest.raises(ValueError, match="policy 'dpo' was requested but dpo_adapter did not run"):
-        choose_policy("dpo", {"sft": SFT})
+    with pytest.raises(ValueError, match="policy 'dpo' was requested but dpo_adapter did not train "
+                                         r"\(no preference pairs\)"):
+        choose_policy("dpo", {"sft": SFT}, {"dpo": "no preference pairs"})
     with pytest.raises(ValueError, match="none of"):
         choose_policy("newest", {"sft": SFT})
 

@@ -18,19 +18,19 @@ class PreferenceDatasetConfig(Config):
     split_salt: str = ""
 
 
-@asset(group_name="data", kinds={"python", "jsonl"}, output_required=False)
+@asset(group_name="data", kinds={"python", "jsonl"})
 def preference_dataset(context: AssetExecutionContext, config: PreferenceDatasetConfig, deduped_records: Artifact,
                        artifact_store: ArtifactStore, dvc: DvcResource) -> Iterator[Output]:
     """Chat-format prompt / chosen / rejected pairs for DPO, split by prompt hash; unusable pairs quarantined.
 
-    When the records hold no preference pairs at all, nothing is materialized and the DPO branch
-    is skipped, so SFT-only data still runs the rest of the graph to the end.
+    When the records hold no preference pairs at all, an empty dataset is published (``pairs_in`` 0): its gate
+    passes with nothing to check and dpo_adapter records that it did not train, so SFT-only data runs the rest of
+    the graph to the end. (An asset that yields nothing would make Dagster skip every step downstream of it.)
     """
     records = files.read_records(deduped_records.path)
     n_pairs = int((records["kind"] == "preference").sum())
     if n_pairs == 0:
-        context.log.info("no preference pairs in deduped_records: preference_dataset and dpo_adapter skipped")
-        return
+        context.log.info("no preference pairs in deduped_records: empty preference_dataset, DPO will not train")
     split = build_preference_dataset(records, config.eval_fraction, config.split_salt)
     assert n_pairs == len(split.train) + len(split.eval) + len(split.quarantine), "preference split lost rows"
     inputs = {"deduped_records": deduped_records}

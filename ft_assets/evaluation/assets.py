@@ -42,12 +42,13 @@ class EvalConfig(Config):
                                                "split, eval config and task")
 
 
-def _variants(base_model: Artifact, sft_adapter: Artifact, merged_model: Artifact,
+def _variants(base_model: Artifact, policy: Artifact, merged_model: Artifact,
               quantized_model: Artifact) -> dict[str, dict]:
     """Every model variant to evaluate: how to load it and what it weighs."""
     variants = {
         "base": {"kind": "base", "method": "base model", "path": base_model.path},
-        "adapter": {"kind": "adapter", "method": "base + LoRA adapter", "path": sft_adapter.path},
+        "adapter": {"kind": "adapter", "method": f"base + {policy.card().get('policy', 'sft')} adapter (the policy)",
+                    "path": policy.path},
         "merged": {"kind": "merged", "method": "merge_and_unload", "path": merged_model.path},
     }
     for method, info in json.loads((quantized_model.path / "variants.json").read_text()).items():
@@ -65,7 +66,7 @@ def _cache_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _forgetting(context, task, base_model: Artifact, sft_adapter: Artifact, settings: GenerationSettings) -> dict:
+def _forgetting(context, task, base_model: Artifact, policy: Artifact, settings: GenerationSettings) -> dict:
     """Base vs tuned on the task's general-ability set, scored by its own scorer."""
     spec = task.forgetting
     if not Path(spec["path"]).is_file():  # e.g. the shared datasets folder is not mounted on this machine
@@ -75,7 +76,7 @@ def _forgetting(context, task, base_model: Artifact, sft_adapter: Artifact, sett
     metric = {"scorer": spec.get("scorer", "exact_match"), **(spec.get("options") or {})}
     out = {"path": str(spec["path"]), "scorer": metric["scorer"], "n": len(rows),
            "tolerance": float(spec.get("tolerance", 0.05))}
-    for name, kind, path in (("base", "base", base_model.path), ("tuned", "adapter", sft_adapter.path)):
+    for name, kind, path in (("base", "base", base_model.path), ("tuned", "adapter", policy.path)):
         model, tokenizer = load_variant(kind, path, base_dir=base_model.path)
         length = int(spec.get("max_new_tokens") or min(256, reference_token_budget(tokenizer, rows)))
         result = evaluate_model(model, tokenizer, rows, {"forgetting": metric}, "forgetting",
@@ -87,9 +88,20 @@ def _forgetting(context, task, base_model: Artifact, sft_adapter: Artifact, sett
     return out
 
 
+def _policy_generations(policy: Artifact, rows: list[dict], config: EvalConfig) -> dict:
+    """The generations the policy asset already made on these same rows (base and each candidate adapter), so
+    they are scored here instead of generated twice; empty when its rows or length differ."""
+    ranking = json.loads((policy.path / "policy.json").read_text()).get("ranking") or {}
+    if not ranking.get("results") or ranking.get("record_ids") != [r.get("record_id") for r in rows] \
+            or (config.max_new_tokens and config.max_new_tokens != ranking.get("max_new_tokens")):
+        return {}
+    return {"max_new_tokens": ranking["max_new_tokens"],
+            **{name: r["generations"] for name, r in ranking["results"].items()}}
+
+
 @asset(group_name="evaluation", kinds={"python", "html"})
 def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset: Artifact, base_model: Artifact,
-                sft_adapter: Artifact, merged_model: Artifact, quantized_model: Artifact,
+                policy: Artifact, merged_model: Artifact, quantized_model: Artifact,
                 artifact_store: ArtifactStore, model_gates: ModelGates, task: TaskResource) -> Output:
     """The task's metrics and perplexity per variant, the forgetting set, and the gates, as JSON/MD/HTML."""
     the_task = task.task()
@@ -99,8 +111,9 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
         rows = rows[: config.max_examples]
     if not rows:
         raise ValueError("the eval split is empty: add data or raise sft_dataset's eval_fraction")
-    variants = _variants(base_model, sft_adapter, merged_model, quantized_model)
-    inputs = {"sft_dataset": sft_dataset, "base_model": base_model, "sft_adapter": sft_adapter,
+    variants = _variants(base_model, policy, merged_model, quantized_model)
+    ranked = _policy_generations(policy, rows, config)
+    inputs = {"sft_dataset": sft_dataset, "base_model": base_model, "policy": policy,
               "merged_model": merged_model, "quantized_model": quantized_model}
     merge_check = json.loads((merged_model.path / "merge_check.json").read_text())
     merge_identical = merged_matches_adapter(merge_check, model_gates.merge_logit_tolerance).passed
@@ -116,11 +129,14 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
                 length = config.max_new_tokens or reference_token_budget(tokenizer, rows, config.token_margin)
                 settings = GenerationSettings(length, config.batch_size)
             generations = None
-            if name == "merged" and config.reuse_merged_generations and merge_identical:
+            source = {"base": "base", "adapter": policy.card().get("policy", "sft")}.get(name)
+            if source in ranked and ranked["max_new_tokens"] == settings.max_new_tokens:
+                generations, reused[name] = ranked[source], f"policy ({source})"
+            elif name == "merged" and config.reuse_merged_generations and merge_identical:
                 generations, reused["merged"] = results["adapter"]["generations"], "adapter"
             cache_key = _cache_key(base_model.version, sft_dataset.version, config.max_examples,
                                    settings.__dict__, the_task.name, the_task.metrics, the_task.system_prompt)
-            if name == "base" and config.cache_base:
+            if name == "base" and config.cache_base and generations is None:
                 cached = artifact_store.lookup(BASE_CACHE, cache_key)
                 base_cache = {"key": cache_key, "hit": cached is not None,
                               "artifact": cached.version if cached else None}
@@ -152,7 +168,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
     models = {name: {k: v for k, v in r["metrics"].items()} for name, r in results.items()}
     for name, source in reused.items():
         models[name]["generations_reused_from"] = source
-    forgetting = _forgetting(context, the_task, base_model, sft_adapter, settings) if the_task.forgetting else None
+    forgetting = _forgetting(context, the_task, base_model, policy, settings) if the_task.forgetting else None
     serving = {"merged": json.loads((merged_model.path / "serving_check.json").read_text()),
                **{name: v["serving_check"] for name, v in variants.items() if "serving_check" in v}}
     gates = all_gates(models, merge_check, serving,
@@ -174,10 +190,12 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
         "reused_generations": reused,
         "base_cache": base_cache,
         "forgetting": forgetting,
+        "policy": {k: v for k, v in json.loads((policy.path / "policy.json").read_text()).items() if k != "ranking"},
         "eval_rows": len(rows),
         "inputs": {k: a.version for k, a in inputs.items()},
     }
-    loss_history = json.loads((sft_adapter.path / "train_history.json").read_text())
+    history = policy.path / "train_history.json"
+    loss_history = json.loads(history.read_text()) if history.is_file() else []
     with artifact_store.stage("eval_report") as staging:
         (staging / "report.json").write_text(json.dumps(report, indent=2))
         (staging / "report.md").write_text(markdown_report(report) + "\n")

@@ -5,34 +5,39 @@ No Dagster here: the policy asset and the eval report call these.
 
 from __future__ import annotations
 
-POLICIES = ("sft", "dpo", "best")
+POLICIES = ("sft", "dpo", "grpo", "best")
+ALIGNED = ("dpo", "grpo")  # adapters trained on top of the SFT adapter
 
 
-def choose_policy(requested: str, candidates: dict[str, dict]) -> tuple[str, str]:
+def choose_policy(requested: str, candidates: dict[str, dict], not_trained: dict[str, str] | None = None
+                  ) -> tuple[str, str]:
     """The adapter to merge and ship, and why.
 
-    ``candidates``: adapter name ("sft", "dpo") -> {"metric": primary metric value, "gates_passed": bool};
-    "dpo" is absent when there were no preference pairs (dpo_adapter was skipped).
+    ``candidates``: trained adapter name ("sft", "dpo", "grpo") -> {"metric": primary metric value,
+    "gates_passed": bool} (the metric only needed for "best"); ``not_trained``: adapter name -> why it did not train
+    (no preference pairs, no grpo section).
     """
+    not_trained = not_trained or {}
     if requested not in POLICIES:
         raise ValueError(f"policy {requested!r} is none of {POLICIES}")
     if "sft" not in candidates:
         raise ValueError("no SFT adapter to choose from")
-    if requested == "sft":
-        return "sft", "the recipe asks for the SFT adapter"
-    if requested == "dpo":
-        if "dpo" not in candidates:
-            raise ValueError("policy 'dpo' was requested but dpo_adapter did not run (the data holds no "
-                             "preference pairs): add chosen/rejected pairs to the drops or set policy: sft")
-        return "dpo", "the recipe asks for the DPO adapter"
-    if "dpo" not in candidates:
-        return "sft", "best: only the SFT adapter exists (no preference pairs, dpo_adapter skipped)"
+    if requested != "best":
+        if requested not in candidates:
+            why = not_trained.get(requested, "it is not in the graph")
+            raise ValueError(f"policy {requested!r} was requested but {requested}_adapter did not train ({why}): "
+                             f"fix that or set policy: sft")
+        return requested, f"the recipe asks for the {requested.upper()} adapter"
+    if len(candidates) == 1:
+        skipped = "; ".join(f"{k}: {v}" for k, v in not_trained.items())
+        return "sft", "best: only the SFT adapter trained" + (f" ({skipped})" if skipped else "")
     passing = {k: v for k, v in candidates.items() if v.get("gates_passed", True)}
-    if not passing:
-        return "sft", "best: no adapter passes every gate; the SFT adapter stays (its gates will refuse promotion)"
-    chosen = max(passing, key=lambda k: (passing[k]["metric"], k == "sft"))  # a tie keeps the simpler SFT
     scores = ", ".join(f"{k} {v['metric']:.3f}{'' if v.get('gates_passed', True) else ' (gates failed)'}"
                        for k, v in candidates.items())
+    if not passing:
+        return "sft", f"best: no adapter passes every gate ({scores}); the SFT adapter stays (its gates will " \
+                      "refuse promotion)"
+    chosen = max(passing, key=lambda k: (passing[k]["metric"], k == "sft"))  # a tie keeps the simpler SFT
     return chosen, f"best primary metric among adapters passing their gates: {scores}"
 
 

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 POINTER = "dagster/input_event_pointer/"
 DATA_ASSETS = ("raw_records", "clean_records", "deduped_records", "sft_dataset")
-CHAIN_ORDER = (*DATA_ASSETS, "base_model", "sft_adapter", "merged_model", "quantized_model", "eval_report")
+ADAPTERS = ("sft_adapter", "dpo_adapter", "grpo_adapter")
+CHAIN_ORDER = (*DATA_ASSETS, "preference_dataset", "base_model", *ADAPTERS, "policy", "merged_model",
+               "quantized_model", "eval_report")
 CARD_KEYS = {"asset", "run_id", "inputs", "config", "code_version", "version", "published_at"}
 UNKNOWN = "unknown"
 # Metadata that the chain already shows elsewhere (drops, files) or that says nothing about the data.
@@ -231,10 +233,18 @@ def raw_drops(nodes: dict[str, dict]) -> list[dict]:
     return [drops[k] for k in sorted(drops)]
 
 
+def shipped_adapter(nodes: dict[str, dict]) -> dict | None:
+    """The adapter node the policy chose (SFT, DPO or GRPO); the SFT adapter for chains without a policy."""
+    policy = next((n for n in nodes.values() if n["asset"] == "policy"), None)
+    name = ((policy or {}).get("card", {}).get("adapter") or {}).get("asset", "sft_adapter")
+    return next((n for n in nodes.values() if n["asset"] == name), None)
+
+
 def training(nodes: dict[str, dict]) -> dict:
-    adapter = nodes.get("sft_adapter")
+    adapter = shipped_adapter(nodes)
     if adapter is None:
         return {}
+    policy = next((n for n in nodes.values() if n["asset"] == "policy"), None)
     summary = adapter["card"].get("training") or {}
     config = adapter["config"]
 
@@ -244,7 +254,8 @@ def training(nodes: dict[str, dict]) -> dict:
                 return source[key]
         return UNKNOWN
 
-    return {"method": pick("method"), "config_hash": pick("config_hash"), "seed": pick("seed"),
+    return {"adapter": adapter["asset"], "policy_reason": (policy or {}).get("card", {}).get("reason"),
+            "method": pick("method"), "config_hash": pick("config_hash"), "seed": pick("seed"),
             "library_versions": pick("library_versions"), "git_commit": adapter["code_version"],
             "config": config, "summary": {k: v for k, v in summary.items() if k not in (
                 "method", "config_hash", "library_versions", "seed")}}
@@ -465,10 +476,11 @@ def render(result: dict) -> str:
               f"({base['source']}, {base['parameters'] or '?'} parameters)"]
     train = result["training"]
     if train:
-        adapter = next(n for n in result["chain"] if n["asset"] == "sft_adapter")
+        adapter = next(n for n in result["chain"] if n["asset"] == train.get("adapter", "sft_adapter"))
         libraries = train["library_versions"]
         libraries = _kv(libraries) if isinstance(libraries, dict) else libraries
-        lines += [f"sft_adapter {adapter['version']}  run {adapter['run_id']}",
+        lines += [f"{adapter['asset']} {adapter['version']}  run {adapter['run_id']}"
+                  + (f"  (policy: {train['policy_reason']})" if train.get("policy_reason") else ""),
                   f"  method {train['method']}  config hash {train['config_hash']}  seed {train['seed']}",
                   f"  git commit {train['git_commit']}", f"  libraries  {libraries}",
                   f"  config  {_kv(train['config'])}", f"  result  {_kv(train['summary'])}"]

@@ -74,31 +74,36 @@ class MergeConfig(Config):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
-def _provenance(base_model: Artifact, sft_adapter: Artifact) -> dict:
-    """Base model, data versions and training config, read from the upstream cards."""
-    adapter_card = sft_adapter.card()
+def _provenance(base_model: Artifact, policy: Artifact) -> dict:
+    """Base model, data versions, training config and the shipped adapter, read from the upstream cards."""
+    adapter_card = json.loads((policy.path / "adapter_card.json").read_text())
+    chosen = policy.card().get("adapter") or {}
     return {
         "base_model": base_model.card().get("base_model") or {},
         "data_versions": {"sft_dataset": adapter_card.get("inputs", {}).get("sft_dataset", {}).get("version")},
         "training": {"method": "lora", **adapter_card.get("config", {}),
                      **{k: v for k, v in (adapter_card.get("training") or {}).items() if not isinstance(v, dict)}},
-        "artifacts": {"base_model": base_model.version, "sft_adapter": sft_adapter.version},
+        "artifacts": {"base_model": base_model.version, "policy": policy.version,
+                      chosen.get("asset", "sft_adapter"): chosen.get("version")},
+        "adapter": chosen.get("asset", "sft_adapter"),
     }
 
 
 @asset(group_name=GROUP, kinds={"pytorch", "safetensors"})
-def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model: Artifact, sft_adapter: Artifact,
+def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model: Artifact, policy: Artifact,
                  artifact_store: ArtifactStore, task: TaskResource) -> Output:
-    """The adapter merged into a full-precision base (never a quantized one), checked against base + adapter."""
-    inputs = {"base_model": base_model, "sft_adapter": sft_adapter}
-    provenance = _provenance(base_model, sft_adapter)
+    """The policy's adapter merged into a full-precision base (never a quantized one), checked against base +
+    adapter."""
+    inputs = {"base_model": base_model, "policy": policy}
+    provenance = _provenance(base_model, policy)
     with artifact_store.stage("merged_model") as staging:
-        info = merge_adapter(base_model.path, sft_adapter.path, staging, config.dtype)
+        info = merge_adapter(base_model.path, policy.path, staging, config.dtype)
         probes = task.task()
-        checks = verify_merge(base_model.path, sft_adapter.path, staging, probes.probes, probes.probe_max_new_tokens)
+        checks = verify_merge(base_model.path, policy.path, staging, probes.probes, probes.probe_max_new_tokens)
         (staging / "merge_check.json").write_text(json.dumps(checks["merge_check"], indent=2))
         (staging / "serving_check.json").write_text(json.dumps(checks["serving_check"], indent=2))
-        method = f"{_trained_method(sft_adapter)} merge ({config.dtype})"
+        method = f"{provenance['adapter']} ({provenance['training'].get('method', 'lora')}) merge " \
+                 f"({config.dtype})"
         write_card(staging, build_card(name="merged_model", variant="merged", method=method, metrics=None, gates=[],
                                        **provenance))
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(),
@@ -106,10 +111,6 @@ def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model
     return artifact_output(artifact, inputs, **info,
                            merge_check=MetadataValue.json(checks["merge_check"]),
                            serving_check=MetadataValue.json(checks["serving_check"]))
-
-
-def _trained_method(sft_adapter: Artifact) -> str:
-    return sft_adapter.card().get("training", {}).get("method", "lora")
 
 
 class QuantizeConfig(Config):

@@ -8,7 +8,13 @@ from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.training.core import training_code_version
 from ft_assets.training.dpo import DPOParams, DPOSettings, validate_dpo
-from ft_assets.training.wiring import asset_config, compute_fingerprint, reused_output, training_key
+from ft_assets.training.wiring import (
+    asset_config,
+    compute_fingerprint,
+    not_trained_output,
+    reused_output,
+    training_key,
+)
 from resources import ArtifactStore, TrainingCompute
 
 DpoAdapterConfig = asset_config("DpoAdapterConfig", DPOSettings, DPOSettings.__doc__ or "",
@@ -37,6 +43,10 @@ def dpo_adapter(context: AssetExecutionContext, config: DpoAdapterConfig, base_m
     key = training_key(settings, inputs, compute, training_code_version())
     if config.reuse_identical and (reused := reused_output(context, artifact_store, "dpo_adapter", key, inputs)):
         return reused
+    train_path = preference_dataset.path / "train.jsonl"
+    if not train_path.is_file() or not train_path.stat().st_size:
+        return not_trained_output(context, artifact_store, "dpo_adapter", inputs, settings,
+                                  "no preference pairs in the data")
     eval_path = preference_dataset.path / "eval.jsonl"
     params = DPOParams.from_dict(training_compute.worker_params({
         **settings, "base_model_dir": str(base_model.path), "sft_adapter_dir": str(sft_adapter.path),
@@ -55,13 +65,14 @@ def dpo_adapter(context: AssetExecutionContext, config: DpoAdapterConfig, base_m
             raise RuntimeError("the DPO worker exited without reporting a summary")
         summary = {k: v for k, v in summaries[-1].items() if k not in ("kind", "params")}
         training = {**summary, "config_hash": key, "seed": config.seed, "compute": compute}
-        artifact = artifact_store.publish(staging, card(context, inputs, settings, method="dpo", training=training,
+        artifact = artifact_store.publish(staging, card(context, inputs, settings, method="dpo", trained=True,
+                                                        training=training,
                                                         base_model=base_model.card().get("base_model")))
     artifact_store.remember("dpo_adapter", key, artifact)
     return artifact_output(
         artifact, inputs,
         **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-        reused=False, config_hash=key, reference=summary.get("reference", ""),
+        trained=True, reused=False, config_hash=key, reference=summary.get("reference", ""),
         reward_curve=MetadataValue.md(_reward_table(steps)),
         loss_history=MetadataValue.json(steps),
         seed=config.seed,

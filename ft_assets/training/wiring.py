@@ -11,7 +11,7 @@ import json
 from dagster import AssetExecutionContext, Config, MetadataValue, Output
 from pydantic import Field, create_model
 
-from ft_assets.artifact_output import artifact_output
+from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.training.core import settings_fields
 from resources import ArtifactStore, TrainingCompute
@@ -54,3 +54,14 @@ def reused_output(context: AssetExecutionContext, artifact_store: ArtifactStore,
 
 def plot_md(png: bytes, alt: str = "loss curve") -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def not_trained_output(context: AssetExecutionContext, artifact_store: ArtifactStore, asset_name: str,
+                       inputs: dict[str, Artifact], settings: dict, reason: str) -> Output:
+    """An adapter stage that had nothing to train on publishes that fact (no weights, ``trained: false`` and why)
+    instead of yielding nothing: Dagster would skip every step downstream, and the lineage would not say why."""
+    context.log.info(f"{asset_name} not trained: {reason}")
+    with artifact_store.stage(asset_name) as staging:
+        (staging / "NOT_TRAINED").write_text(reason + "\n")
+        artifact = artifact_store.publish(staging, card(context, inputs, settings, trained=False, reason=reason))
+    return artifact_output(artifact, inputs, trained=False, reason=reason)
