@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ft_assets.recipes import Recipe, run_config
 from ft_assets.tasks.common import Task, load_task
+from ft_assets.training.grpo import settings_problems as grpo_settings_problems
 
 SAMPLE_ROWS = 400
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -67,6 +68,9 @@ def combination_problems(doc: dict) -> list[str]:
                             "recipe on a GPU box, or set compute.precision auto")
     if doc.get("policy") == "dpo" and doc.get("dpo", {}).get("max_steps") == 0:
         problems.append("policy dpo but dpo.max_steps is 0: train DPO or choose policy sft")
+    if doc.get("policy") == "grpo" and "grpo" not in doc:
+        problems.append("policy grpo but the recipe has no grpo section: add one (`grpo: {}` takes the defaults) "
+                        "or choose policy sft")
     return problems
 
 
@@ -163,6 +167,8 @@ def recipe_problems(recipe: Recipe, drops_dir: str, default_gguf: str, sample_da
         task = task_of(doc)
     except ValueError as exc:
         return problems + [f"task: {exc}"]
+    if "grpo" in doc:  # the reward is one of the task's metrics
+        problems += grpo_settings_problems(doc.get("grpo") or {}, task.metrics)
     if sample_data:
         rows, data_problems = _sample_rows(recipe, drops_dir)
         problems += data_problems + task_data_problems(task, rows)

@@ -24,7 +24,7 @@ DEMO_RECIPE = "text-to-sql-demo"
 
 # recipe section -> where it goes in the run config
 OP_SECTIONS = {"base_model": "base_model", "training": "sft_adapter", "dpo": "dpo_adapter", "eval": "eval_report",
-               "merge": "merged_model", "quantize": "quantized_model"}
+               "merge": "merged_model", "quantize": "quantized_model", "grpo": "grpo_adapter"}
 RESOURCE_SECTIONS = {"compute": "training_compute", "task": "task", "gates": "model_gates"}
 DATA_OPS = {"clean": "clean_records", "dedup": "deduped_records", "split": "sft_dataset"}
 DATA_KEYS = {"drops", "pattern", "field_map", "demo_if_empty", "demo_records", *DATA_OPS}
@@ -165,6 +165,8 @@ def run_config(recipe: Recipe, drops_dir: str, asset_names: set[str] | None = No
     prefix = recipe.drop_key_prefix
     if prefix:
         ops.setdefault("clean_records", {"config": {}})["config"].setdefault("drops", [f"{prefix}*"])
+    if "grpo" in doc:  # a grpo section (even `grpo: {}`) switches GRPO on; without one the asset records "not trained"
+        ops.setdefault("grpo_adapter", {"config": {}})["config"].setdefault("enabled", True)
     if "policy" in doc:
         ops["policy"] = {"config": {"policy": doc["policy"]}}
     raw_drops = {"path": drops, "pattern": pattern, "key_prefix": prefix,

@@ -3,8 +3,8 @@
 Launched by the training assets through Dagster Pipes (directly, or under the
 ``deepspeed`` / ``torchrun`` launcher), it streams every logged step (loss,
 learning rate, grad norm, tokens/s, peak memory) back into the run and reports
-the final summary. ``params["task"]`` picks the trainer: ``sft`` (default) or
-``dpo``. Run by hand it takes a JSON params file:
+the final summary. ``params["task"]`` picks the trainer: ``sft`` (default), ``dpo`` or
+``grpo``. Run by hand it takes a JSON params file:
 ``python -m ft_assets.training.worker params.json``.
 """
 
@@ -22,6 +22,7 @@ from ft_assets.training.core import is_main_process
 TASKS = {
     "sft": "ft_assets.training.sft:run_task",
     "dpo": "ft_assets.training.dpo:run_task",
+    "grpo": "ft_assets.training.grpo:run_task",
 }
 
 
@@ -71,6 +72,7 @@ def main() -> None:
                 f"step {record['step']}/{max_steps} loss {record['loss']:.4f} "
                 f"lr {record.get('learning_rate', 0.0):.2e} grad_norm {record.get('grad_norm', 0.0):.3f} "
                 f"tokens/s {record.get('tokens_per_s', 0.0)} peak_mem_mb {record.get('peak_memory_mb', 0)}"
+                + "".join(f" {k} {record[k]:.4f}" for k in ("reward", "kl") if k in record)  # GRPO's
             )
             pipes.report_custom_message({"kind": "train_step", **record})
 
