@@ -184,3 +184,48 @@ def test_a_recipes_grpo_section_is_refused_before_compute():
     no_section = load_recipe("text-to-sql-demo", ["policy=grpo"])
     assert any("policy grpo but the recipe has no grpo section" in p
                for p in recipe_problems(no_section, "", "", sample_data=False))
+
+
+def test_grpo_adapter_materializes_in_the_graph_with_the_tasks_reward(tmp_path):
+    """Demo drops -> sft_dataset, base_model -> sft_adapter -> grpo_adapter through the worker process, the reward
+    being text_to_sql's execution_accuracy on the database the task prepares inside the asset."""
+    from dagster import AssetKey, DagsterInstance
+
+    from ft_assets.automation.ingest import ingest_present_drops
+    from ft_assets.data.text_to_sql import write_demo_drops
+    from ft_assets.definitions import build_defs
+    from resources.factory import build_resources
+    from tests.test_pipeline import SCRATCH_CONFIG, materialization, path_of
+
+    write_demo_drops(tmp_path / "drops", n_records=120)
+    defs = build_defs(build_resources(tmp_path))
+    instance = DagsterInstance.ephemeral()
+    assert all(r.success for r in ingest_present_drops(defs, instance))
+    grpo = {"enabled": True, "max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
+            "max_completion_length": 12, "reward_metric": "execution_accuracy", "max_prompts": 16}
+    ops = SCRATCH_CONFIG["ops"]
+    config = {"ops": {"base_model": ops["base_model"], "grpo_adapter": {"config": grpo},
+                      "sft_adapter": {"config": {**ops["sft_adapter"]["config"], "max_steps": 2}}}}
+    names = ["clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter", "grpo_adapter"]
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, run_config=config, raise_on_error=False, asset_selection=[AssetKey(n) for n in names])
+    assert result.success
+
+    meta = materialization(instance, "grpo_adapter").metadata
+    assert meta["steps"].value == 2 and meta["reference"].value == "sft_adapter"
+    assert meta["reward_metric"].value == "execution_accuracy" and meta["reward_scorer"].value == "sql_execution"
+    assert meta["reward_of_references"].value == 1.0  # the gold SQL runs on the prepared database and matches
+    assert meta["input_versions"].value == {n: path_of(instance, n).name
+                                            for n in ("base_model", "sft_adapter", "sft_dataset")}
+    steps = meta["loss_history"].value
+    assert [s["step"] for s in steps] == [1, 2] and all({"reward", "kl", "loss"} <= set(s) for s in steps)
+    assert "| reward |" in meta["reward_table"].value and "data:image/png;base64," in meta["reward_curve"].value
+    out = path_of(instance, "grpo_adapter")
+    card = json.loads((out / "card.json").read_text())
+    assert card["method"] == "grpo" and card["training"]["reward"]["metric"] == "execution_accuracy"
+    assert card["task"]["name"] == "text_to_sql"
+    sft = load_file(path_of(instance, "sft_adapter") / "adapter_model.safetensors")
+    tuned = load_file(out / "adapter_model.safetensors")
+    assert sorted(tuned) == sorted(sft)  # a policy candidate in the SFT adapter's shape
+    assert {"train_summary.json", "train_history.json", "rollouts.jsonl", "reward_curve.png"} <= {
+        p.name for p in out.iterdir()}
