@@ -5,7 +5,7 @@ import json
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from data_checks.checks import run_suite, suite_check_result
+from data_checks.gate_results import run_suite, suite_check_result
 from ft_assets.data import artifact_files as files
 from ft_assets.data.preference import context_text
 from ft_assets.data.suites import preference_split_suite, with_pii_column

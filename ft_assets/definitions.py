@@ -26,10 +26,13 @@ from ft_assets.training.assets import sft_adapter
 from ft_assets.training.checks import sft_label_mask
 from ft_assets.training.dpo_assets import dpo_adapter
 from ft_assets.training.grpo_assets import grpo_adapter
+from ft_assets.training.hpo_assets import hpo_study
+from ft_assets.training.policy_assets import policy
 from resources.factory import build_resources
 
 data_assets = [raw_records, clean_records, deduped_records, sft_dataset, preference_dataset]
-model_assets = [base_model, sft_adapter, dpo_adapter, grpo_adapter, merged_model, quantized_model]
+model_assets = [base_model, hpo_study, sft_adapter, dpo_adapter, grpo_adapter, policy, merged_model,
+                quantized_model]
 evaluation_assets = [eval_report, model_cards, registered_models]
 all_assets = [*data_assets, *model_assets, *evaluation_assets]
 data_gates = [clean_records_gate, deduped_records_gate, sft_dataset_gate, preference_dataset_gate]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 RAW = AssetKey("raw_records")
 # Assets a recipe runs only when it has their section (a study is not rerun with every training).
-OPTIONAL_ASSETS = {"hpo": "hpo_study", "grpo": "grpo_adapter"}
+OPTIONAL_ASSETS = {"hpo": "hpo_study"}
 RECIPE_TAG = "ftops/recipe"
 
 

@@ -24,6 +24,7 @@ SCRATCH_CONFIG = {
         "sft_adapter": {"config": {"max_steps": 60, "per_device_train_batch_size": 16, "learning_rate": 0.005,
                                    "lora_r": 32, "lora_alpha": 64}},
         "eval_report": {"config": {"max_examples": 24}},
+        "policy": {"config": {"max_examples": 24}},
     }
 }
 
@@ -83,7 +84,8 @@ def test_every_asset_materializes_with_versioned_artifacts(scratch_run):
     result, instance, tmp_path = scratch_run
     assert result.success
     names = ["raw_records", "clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter",
-             "merged_model", "quantized_model", "eval_report", "model_cards", "preference_dataset", "dpo_adapter"]
+             "merged_model", "quantized_model", "eval_report", "model_cards", "preference_dataset", "dpo_adapter",
+             "grpo_adapter", "policy"]
     for name in names:
         mat = materialization(instance, name)
         assert mat is not None, f"{name} was not materialized"
@@ -96,8 +98,10 @@ def test_every_asset_materializes_with_versioned_artifacts(scratch_run):
         assert not list(path.parent.glob(".staging-*")), f"{name} left a staging directory"
     # Every input version recorded downstream is the version upstream published.
     merged = materialization(instance, "merged_model").metadata["input_versions"].value
-    assert merged == {"base_model": path_of(instance, "base_model").name,
-                      "sft_adapter": path_of(instance, "sft_adapter").name}
+    assert merged == {"base_model": path_of(instance, "base_model").name, "policy": path_of(instance, "policy").name}
+    policy = json.loads((path_of(instance, "policy") / "policy.json").read_text())
+    assert policy["adapter"]["version"] == path_of(instance, policy["adapter"]["asset"]).name
+    assert json.loads((path_of(instance, "grpo_adapter") / "card.json").read_text())["trained"] is False
 
 
 def test_dataset_versions_are_dvc_hashes_and_restorable(scratch_run, monkeypatch):

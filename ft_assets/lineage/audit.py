@@ -151,7 +151,9 @@ def node(records: Records, record: EventLogRecord) -> dict:
         "materialized_at": _iso(record.timestamp),
         "code_version": metadata.get("code_version") or card.get("code_version") or UNKNOWN,
         "config": card.get("config", {}), "inputs": inputs,
-        "input_event_pointers": {k[len(POINTER):]: int(v) for k, v in tags.items() if k.startswith(POINTER)},
+        # Dagster writes "NULL" for an input it could not point at an event; the card's inputs still name it.
+        "input_event_pointers": {k[len(POINTER):]: int(v) for k, v in tags.items()
+                                 if k.startswith(POINTER) and str(v).isdigit()},
         "metadata": {k: v for k, v in metadata.items() if k not in ("path", "version", "input_versions",
                                                                     "code_version", "dvc_md5")},
         "card": {k: v for k, v in card.items() if k not in CARD_KEYS},
