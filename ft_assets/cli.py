@@ -17,6 +17,13 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1
+# A run whose worker process died (killed, OOM, machine lost) is marked failed by the daemon instead of being
+# left "started" forever; its steps' partial artifacts were never published (staging directories only).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  poll_interval_seconds: 30
+  max_resume_run_attempts: 0
 """
 
 
@@ -315,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("--dataset", help="sft_dataset/clean/deduped version, DVC md5, drop id or drop sha256")
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=cmd_lineage)
+    from ft_assets.serving.cli import add_serve_parser
+
+    add_serve_parser(sub)
     init = sub.add_parser("init", help="create the embedded Dagster instance folder; prints $DAGSTER_HOME")
     init.set_defaults(func=cmd_init)
     args = parser.parse_args(argv)
