@@ -9,6 +9,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, DataVersion, MetadataValue, Output
 
 from ft_assets.lineage.artifacts import Artifact
+from ft_assets.secrets import scrub
 
 
 @lru_cache(maxsize=1)
@@ -26,15 +27,15 @@ def code_version() -> str:
 
 
 def card(context: AssetExecutionContext, inputs: dict[str, Artifact], config: dict | None = None, **extra) -> dict:
-    """The lineage card written beside an artifact."""
-    return {
+    """The lineage card written beside an artifact, without any credential the configuration carries."""
+    return scrub({
         "asset": context.asset_key.to_user_string(),
         "run_id": context.run.run_id,
         "inputs": {name: {"version": a.version, "path": str(a.path)} for name, a in inputs.items()},
         "config": config or {},
         "code_version": code_version(),
         **extra,
-    }
+    })
 
 
 def artifact_output(artifact: Artifact, inputs: dict[str, Artifact], data_version: str | None = None,
@@ -50,6 +51,29 @@ def artifact_output(artifact: Artifact, inputs: dict[str, Artifact], data_versio
             "size_bytes": size,
             "input_versions": MetadataValue.json({name: a.version for name, a in inputs.items()}),
             "code_version": code_version(),
-            **metadata,
+            **scrub_metadata(metadata),
         },
     )
+
+
+def scrub_metadata(metadata: dict) -> dict:
+    """Metadata values (plain or ``MetadataValue``) with credentials redacted from their text and JSON."""
+    out = {}
+    for key, value in metadata.items():
+        if isinstance(value, (str, dict, list)):
+            value = scrub(value)
+        elif isinstance(value, MetadataValue):
+            # Text-bearing metadata kinds keep their one field in ``value``; rebuild the same kind around it.
+            rebuild = {"text": MetadataValue.text, "md": MetadataValue.md, "url": MetadataValue.url,
+                       "path": MetadataValue.path, "json": MetadataValue.json}
+            kind = _metadata_kind(value)
+            if kind in rebuild:
+                value = rebuild[kind](scrub(value.value))
+        out[key] = value
+    return out
+
+
+def _metadata_kind(value: MetadataValue) -> str:
+    name = type(value).__name__
+    return {"TextMetadataValue": "text", "MarkdownMetadataValue": "md", "UrlMetadataValue": "url",
+            "PathMetadataValue": "path", "JsonMetadataValue": "json"}.get(name, "")

@@ -9,6 +9,7 @@ content twice reuses the existing directory: versions are never overwritten.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -67,9 +68,38 @@ def staged_artifact(root: Path, asset_name: str) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-    except BaseException:
+    except BaseException as exc:
+        staged = _tree_bytes(staging)
         shutil.rmtree(staging, ignore_errors=True)
+        if _is_disk_full(exc):
+            free = shutil.disk_usage(asset_dir).free
+            raise DiskFullError(
+                f"no space left on the device holding {asset_dir} while writing {asset_name}: it needs more than "
+                f"{staged:,} bytes (written before the disk filled, now removed) and {free:,} bytes are free; free "
+                "space there or point the artifact root elsewhere, then rerun") from exc
         raise
+
+
+class DiskFullError(OSError):
+    """A stage ran out of disk; nothing of it was published."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    # Libraries wrap ENOSPC (pyarrow raises OSError without errno, torch a RuntimeError): follow the chain.
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _tree_bytes(directory: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+    except OSError:
+        return 0
 
 
 def publish(staging: Path, card: dict) -> Artifact:

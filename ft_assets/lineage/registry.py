@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ft_assets.secrets import scrub
+
 PRODUCTION = "production"
 CANDIDATE = "candidate"
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -169,10 +171,11 @@ class Registry:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (model.id, model.asset, model.variant, model.method, model.version, model.path, model.created_at,
                  registered_at, model.run_id, model.storage_id, model.eval_report, model.eval_storage_id,
-                 model.evaluated_at, json.dumps(model.metrics), json.dumps(model.gates), model.card_path))
+                 model.evaluated_at, json.dumps(scrub(model.metrics)), json.dumps(scrub(model.gates)),
+                 scrub(model.card_path)))
             for kind, values in (lineage or {}).items():
                 db.executemany("INSERT OR IGNORE INTO lineage_index (model_id, kind, value) VALUES (?, ?, ?)",
-                               [(model.id, kind, str(v)) for v in values if v])
+                               [(model.id, kind, scrub(str(v))) for v in values if v])
         return self.get(model.id)
 
     def _from_row(self, row: sqlite3.Row) -> ModelVersion:

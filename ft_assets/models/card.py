@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ft_assets.secrets import scrub
+
 INTENDED_USE = (
     "Translating English questions about the schema in the system prompt into one SQLite query. "
     "Research and internal tooling; review generated SQL before running it on data that matters."
@@ -66,5 +68,6 @@ def card_markdown(card: dict) -> str:
 
 def write_card(directory: Path, card: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    card = scrub(card)  # training facts and artifact paths come from configuration that may carry credentials
     (directory / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     (directory / "MODEL_CARD.md").write_text(card_markdown(card))

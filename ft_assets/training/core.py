@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from ft_assets.secrets import redact_url, scrub
+
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 METHODS = ("lora", "qlora", "dora", "full")
 # /proc/cpuinfo flags meaning the CPU computes bf16 natively (x86 AVX-512 BF16 / AMX, Arm's BF16 extension);
@@ -46,6 +48,7 @@ class RunParams:
     num_threads: int = 0  # 0: leave torch's default
     deepspeed: dict | str | None = None  # a DeepSpeed config dict or JSON path; set by the launcher
     fsdp: dict | None = None  # {"sharding": "full_shard", "cpu_offload": False, ...}; set by the fsdp launcher
+    hpo_trial: dict | None = None  # {"study_name", "trial_number", "pruner"}: a study trial (hpo.trial_callbacks)
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "ftops"
     run_name: str = ""
@@ -325,8 +328,8 @@ class MlflowTracker:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(self.run.info.run_id)
         if not previous:
-            mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                               for k, v in logged_params.items() if k not in ("extra", "deepspeed", "fsdp")})
+            mlflow.log_params(scrub({k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                                     for k, v in logged_params.items() if k not in ("extra", "deepspeed", "fsdp")}))
 
     def step(self, record: dict) -> None:
         if self.run:
@@ -344,7 +347,7 @@ class MlflowTracker:
         info = self.run.info
         mlflow.end_run()
         return {"mlflow_run_id": info.run_id, "mlflow_experiment_id": info.experiment_id,
-                "mlflow_tracking_uri": mlflow.get_tracking_uri()}
+                "mlflow_tracking_uri": redact_url(mlflow.get_tracking_uri())}
 
 
 def _is_number(value) -> bool:
@@ -463,11 +466,12 @@ def write_summary(out: str | Path, history: list[dict], summary: dict, eval_hist
     (out / "train_history.json").write_text(json.dumps(history))
     if eval_history is not None:
         (out / "eval_history.json").write_text(json.dumps(eval_history))
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # The summary also travels to Dagster (Pipes) and into cards: no credential from the configuration in it.
+    (out / "train_summary.json").write_text(json.dumps(scrub(summary), indent=2, default=str))
 
 
 def params_for_summary(params) -> dict:
-    return {k: v for k, v in asdict(params).items() if k not in ("deepspeed",)}
+    return scrub({k: v for k, v in asdict(params).items() if k not in ("deepspeed",)})
 
 
 # --- code version ------------------------------------------------------------------------------------------
