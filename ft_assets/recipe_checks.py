@@ -169,6 +169,10 @@ def recipe_problems(recipe: Recipe, drops_dir: str, default_gguf: str, sample_da
         return problems + [f"task: {exc}"]
     if "grpo" in doc:  # the reward is one of the task's metrics
         problems += grpo_settings_problems(doc.get("grpo") or {}, task.metrics)
+    if "hpo" in doc:  # the search space and trial length, refused before any trial trains
+        from ft_assets.training.hpo import hpo_problems
+
+        problems += hpo_problems(doc.get("hpo") or {}, doc.get("training") or {})
     if sample_data:
         rows, data_problems = _sample_rows(recipe, drops_dir)
         problems += data_problems + task_data_problems(task, rows)

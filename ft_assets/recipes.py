@@ -24,7 +24,7 @@ DEMO_RECIPE = "text-to-sql-demo"
 
 # recipe section -> where it goes in the run config
 OP_SECTIONS = {"base_model": "base_model", "training": "sft_adapter", "dpo": "dpo_adapter", "eval": "eval_report",
-               "merge": "merged_model", "quantize": "quantized_model", "grpo": "grpo_adapter"}
+               "merge": "merged_model", "quantize": "quantized_model", "hpo": "hpo_study", "grpo": "grpo_adapter"}
 RESOURCE_SECTIONS = {"compute": "training_compute", "task": "task", "gates": "model_gates"}
 DATA_OPS = {"clean": "clean_records", "dedup": "deduped_records", "split": "sft_dataset"}
 DATA_KEYS = {"drops", "pattern", "field_map", "demo_if_empty", "demo_records", *DATA_OPS}
@@ -162,6 +162,9 @@ def run_config(recipe: Recipe, drops_dir: str, asset_names: set[str] | None = No
     for section, op in DATA_OPS.items():
         if data.get(section):
             ops[op] = {"config": dict(data[section])}
+    if "hpo_study" in ops:  # trials train with the recipe's own settings, except the searched ones
+        ops["hpo_study"]["config"].setdefault("training", {k: v for k, v in doc.get("training", {}).items()
+                                                           if k != "hyperparameters_from_study"})
     prefix = recipe.drop_key_prefix
     if prefix:
         ops.setdefault("clean_records", {"config": {}})["config"].setdefault("drops", [f"{prefix}*"])

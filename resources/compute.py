@@ -251,8 +251,10 @@ class TrainingCompute(ConfigurableResource):
         return {**params, "precision": precision, "deepspeed": self.deepspeed(), "fsdp": self.fsdp(),
                 "num_threads": params.get("num_threads") or self.num_threads}
 
-    def launch(self, context: AssetExecutionContext, params: dict) -> PipesClientCompletedInvocation:
-        """Run the worker with ``params`` (see ``worker_params``) to completion."""
+    def launch(self, context: AssetExecutionContext, params: dict,
+               env: dict[str, str] | None = None) -> PipesClientCompletedInvocation:
+        """Run the worker with ``params`` (see ``worker_params``) to completion; ``env``: extra environment, for
+        what must not be in the logged params (a study's storage URL)."""
         self.validate()
         params = self.worker_params(params)
         if isinstance(self.launcher, KubernetesLauncher):
@@ -261,8 +263,8 @@ class TrainingCompute(ConfigurableResource):
             command = self.command("")
             context.log.info(f"launching on Kubernetes ({self.launcher.namespace}): {' '.join(command)}")
             return PipesK8sClient().run(context=context, image=self.launcher.image, command=command,
-                                        namespace=self.launcher.namespace, extras={"params": params}, env=self.env(),
-                                        base_pod_spec=self.pod_spec())
+                                        namespace=self.launcher.namespace, extras={"params": params},
+                                        env={**self.env(), **(env or {})}, base_pod_spec=self.pod_spec())
         # Non-zero ranks cannot share rank 0's Pipes channel: they read the same params from this file.
         output_dir = Path(params.get("output_dir") or tempfile.gettempdir())
         params_file = output_dir.parent / f".{output_dir.name}.params.json"
@@ -271,6 +273,7 @@ class TrainingCompute(ConfigurableResource):
         context.log.info(f"launching: {' '.join(command)}")
         try:
             return PipesSubprocessClient(message_reader=WholeLineTempFileMessageReader()).run(
-                context=context, command=command, extras={"params": params}, env={**os.environ, **self.env()})
+                context=context, command=command, extras={"params": params},
+                env={**os.environ, **self.env(), **(env or {})})
         finally:
             params_file.unlink(missing_ok=True)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from dagster import AssetsDefinition, AutomationCondition
+from dagster import AssetsDefinition, AssetSelection, AutomationCondition
 
 # Assets the sensor (not automation) materializes.
 SENSOR_DRIVEN = {"raw_records"}
 # Assets with no upstream: built once when missing (and not retried in a loop after a failure).
 ROOTS = {"base_model"}
+# Run on purpose, never on every drop (a study costs many trainings); downstream assets may run without them.
+ON_REQUEST = {"hpo_study"}
 
 
 def retrain_condition() -> AutomationCondition:
@@ -28,7 +30,7 @@ def retrain_condition() -> AutomationCondition:
     ).with_label("any_deps_data_changed")
     return (
         (AutomationCondition.newly_missing() | upstream_changed).since_last_handled()
-        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_missing().ignore(AssetSelection.assets(*ON_REQUEST))
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
         & upstream_gates_passed()
@@ -59,7 +61,7 @@ def with_retrain_automation(assets: Iterable[AssetsDefinition]) -> Sequence[Asse
     automated = []
     for asset_def in assets:
         names = {key.to_user_string() for key in asset_def.keys}
-        if names & SENSOR_DRIVEN:
+        if names & (SENSOR_DRIVEN | ON_REQUEST):
             automated.append(asset_def)
         elif names <= ROOTS:
             automated.append(asset_def.with_attributes(automation_condition=build_when_missing()))

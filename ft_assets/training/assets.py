@@ -5,10 +5,12 @@ import shutil
 from dataclasses import asdict
 
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.training.core import training_code_version
+from ft_assets.training.hpo_wiring import STUDY_ASSET, latest_study_choice
 from ft_assets.training.metrics import library_versions, loss_curve_png, loss_table, summary_table
 from ft_assets.training.sft import SFTParams, SFTSettings
 from ft_assets.training.validate import validate_sft
@@ -18,17 +20,27 @@ from resources import ArtifactStore, TrainingCompute
 __all__ = ["SftAdapterConfig", "sft_adapter", "training_code_version", "training_key", "compute_fingerprint",
            "reused_output"]
 
-SftAdapterConfig = asset_config("SftAdapterConfig", SFTSettings,
-                                "SFT settings; the defaults teach SmolLM2-135M the demo task in a few CPU minutes.")
+SftAdapterConfig = asset_config(
+    "SftAdapterConfig", SFTSettings,
+    "SFT settings; the defaults teach SmolLM2-135M the demo task in a few CPU minutes.",
+    hyperparameters_from_study=(bool, Field(False, description="take the searched settings from the best trial of "
+                                                               "the latest hpo_study (recorded in the card)")))
 
 
-@asset(group_name="training", kinds={"pytorch", "peft"}, pool="training")
+# hpo_study is a dependency for ordering and lineage only (read from the instance when asked for): a recipe
+# without a study runs sft_adapter alone.
+@asset(group_name="training", kinds={"pytorch", "peft"}, pool="training", deps=[STUDY_ASSET])
 def sft_adapter(context: AssetExecutionContext, config: SftAdapterConfig, base_model: Artifact,
                 sft_dataset: Artifact, artifact_store: ArtifactStore, training_compute: TrainingCompute) -> Output:
     """A LoRA / QLoRA / DoRA adapter (or a fully fine-tuned model) trained with trl's SFTTrainer, loss on the
     replies only, in a worker process; checkpoints let a crashed run resume."""
     inputs = {"base_model": base_model, "sft_dataset": sft_dataset}
-    settings = config.model_dump(exclude={"reuse_identical"})
+    settings = config.model_dump(exclude={"reuse_identical", "hyperparameters_from_study"})
+    study = latest_study_choice(context) if config.hyperparameters_from_study else None
+    if study:
+        settings.update(study["params"])
+        context.log.info(f"hyperparameters {study['params']} from study {study['study_name']} trial "
+                         f"{study['trial_number']}")
     compute = compute_fingerprint(training_compute)
     code_version = training_code_version()
     key = training_key(settings, inputs, compute, code_version)
@@ -64,7 +76,8 @@ def sft_adapter(context: AssetExecutionContext, config: SftAdapterConfig, base_m
         png = loss_curve_png(steps, title=f"sft_adapter {config.method} ({key})", evals=evals)
         (staging / "loss_curve.png").write_bytes(png)
         training = {**summary, "config_hash": key, "seed": config.seed, "library_versions": versions,
-                    "training_code_version": code_version, "compute": compute}
+                    "training_code_version": code_version, "compute": compute,
+                    **({"hyperparameters_from": study} if study else {})}
         artifact = artifact_store.publish(staging, card(context, inputs, settings, training=training,
                                                         base_model=base_model.card().get("base_model")))
     artifact_store.remember("sft_adapter", key, artifact)
@@ -91,5 +104,6 @@ def sft_adapter(context: AssetExecutionContext, config: SftAdapterConfig, base_m
         kept=MetadataValue.json(summary.get("kept", {})),
         label_mask=MetadataValue.json(summary.get("label_mask", {})),
         library_versions=MetadataValue.json(versions),
+        **({"hyperparameters_from": MetadataValue.json(study)} if study else {}),
         **mlflow,
     )

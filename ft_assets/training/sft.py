@@ -129,10 +129,13 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
     peft = None if params.method == "full" else core.lora_config(
         params.lora_r, params.lora_alpha, params.lora_dropout, params.target_modules, params.method == "dora")
     stopping = selection_callbacks(params.early_stopping_patience if evaluating else 0)
+    from ft_assets.training.hpo import trial_callbacks  # optuna only in a study's trials
+
+    reporting = trial_callbacks(params.hpo_trial if evaluating else None)
     trainer_cls = core.with_fsdp_on_cpu(SFTTrainer) if params.fsdp else SFTTrainer
     trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(rows),
                           eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                          processing_class=tokenizer, peft_config=peft, callbacks=[callback, *stopping])
+                          processing_class=tokenizer, peft_config=peft, callbacks=[callback, *stopping, *reporting])
     mask = _gate_label_mask(trainer, tokenizer, rows, params) if params.check_label_mask else {}
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
@@ -156,6 +159,7 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
         "label_mask": mask,
         "kept": kept_checkpoint(trainer, params.keep, evaluating, params.early_stopping_patience),
         "params": core.params_for_summary(params),
+        **({"hpo_trial": reporting[0].outcome} if reporting else {}),
     }
     summary.update(tracker.finish(summary))
     core.write_summary(out, history, summary, eval_history if evaluating else None)
