@@ -280,3 +280,83 @@ def test_promotion_swaps_the_model_under_load_without_failures(server):
     assert a not in seen[-8:]  # once swapped, production no longer answers with A
     assert metric(server, "ftops_model_swaps_total", route="production") == 1
     assert metric(server, "ftops_serving", route="production", version=b) == 1
+
+
+def _proxy(server, upstream_v1: str, upstream_key: str):
+    port = free_port()
+    env = {**os.environ, "FTOPS_HOME": str(server["tmp"]), "FTOPS_UPSTREAM_API_KEY": upstream_key}
+    log = (server["tmp"] / "proxy.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ft_assets.cli", "serve", "--registry", str(server["tmp"] / "registry.sqlite"),
+         "--keys", str(server["tmp"] / "keys.json"), "--port", str(port), "--upstream", upstream_v1],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (server["tmp"] / "proxy.log").read_text()
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, (server["tmp"] / "proxy.log").read_text()
+        time.sleep(0.2)
+
+
+def test_proxy_backend_keeps_keys_template_and_version(server):
+    """The front door over an upstream OpenAI server (here another ftops serve; vLLM on a GPU box)."""
+    b = server["ids"]["bbbb0002"]  # production after the swap test
+    proc, base = _proxy(server, server["base"] + "/v1", server["keys"]["main"])
+    try:
+        assert httpx.post(base + "/v1/chat/completions", json={"messages": PING}).status_code == 401
+        proxied = openai.OpenAI(base_url=base + "/v1", api_key=server["keys"]["main"], max_retries=0)
+        answer = proxied.chat.completions.create(model=b, messages=PING, max_tokens=6, temperature=0)
+        direct = client(server).chat.completions.create(model=b, messages=PING, max_tokens=6, temperature=0)
+        assert answer.model == b and answer.choices[0].message.content == direct.choices[0].message.content
+        assert answer.usage.prompt_tokens == direct.usage.prompt_tokens
+        streamed = "".join(c.choices[0].delta.content or "" for c in proxied.chat.completions.create(
+            model=b, messages=PING, max_tokens=6, temperature=0, stream=True) if c.choices)
+        assert streamed == direct.choices[0].message.content
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_vllm_serves_the_merged_model_behind_the_same_keys(server, tmp_path):
+    """deploy/vllm.md's recipe: vLLM's OpenAI server on the merged model, ftops serve --upstream in front."""
+    pytest.importorskip("vllm", reason="vllm is not installed (GPU machines only)")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    b = server["ids"]["bbbb0002"]
+    port, upstream_key = free_port(), "vllm-internal-key"
+    vllm = subprocess.Popen(["vllm", "serve", str(server["tmp"] / "bbbb0002"), "--served-model-name", b,
+                             "--port", str(port), "--host", "127.0.0.1", "--api-key", upstream_key,
+                             "--gpu-memory-utilization", "0.3"],
+                            stdout=(tmp_path / "vllm.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not _healthy(port):
+            assert vllm.poll() is None and time.monotonic() < deadline, (tmp_path / "vllm.log").read_text()
+            time.sleep(1)
+        proc, base = _proxy(server, f"http://127.0.0.1:{port}/v1", upstream_key)
+        try:
+            proxied = openai.OpenAI(base_url=base + "/v1", api_key=server["keys"]["main"], max_retries=0)
+            answer = proxied.chat.completions.create(model=b, messages=PING, max_tokens=6, temperature=0)
+            assert answer.model == b and answer.usage.completion_tokens >= 1
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0).models.list()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        vllm.terminate()
+        vllm.wait(60)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
