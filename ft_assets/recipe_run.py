@@ -115,8 +115,11 @@ def cmd_run(recipe_name: str, overrides: list[str], check_only: bool = False) ->
     elapsed = time.perf_counter() - started
     if not result.success:
         for event in result.all_events:
-            if event.is_failure or (event.event_type_value == "ASSET_CHECK_EVALUATION"
-                                    and not event.event_specific_data.evaluation.passed):
+            if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+                check = event.event_specific_data
+                print(f"gate {check.check_name} on {check.asset_key.to_user_string()} failed: "
+                      f"{check.description}", file=sys.stderr)
+            elif event.is_failure:
                 print(event.message, file=sys.stderr)
         print(f"ftops run {recipe.name}: run {result.run_id} failed after {elapsed:.0f}s", file=sys.stderr)
         return 1

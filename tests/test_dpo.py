@@ -212,17 +212,25 @@ def test_preference_dataset_and_dpo_adapter_materialize_in_the_graph(tmp_path):
     assert reused["reused"].value is True and reused["version"].value == adapter_dir.name
 
 
-def test_without_preference_pairs_the_dpo_branch_is_skipped_and_the_run_succeeds(tmp_path):
+def test_without_preference_pairs_dpo_records_that_it_did_not_train_and_the_run_succeeds(tmp_path):
     from dagster import AssetKey
 
-    from tests.test_pipeline import materialization, run_graph
+    from tests.test_pipeline import SCRATCH_CONFIG, materialization, path_of, run_graph
 
     write_demo_drops(tmp_path / "drops", n_records=300, n_preference=0)
-    names = ["raw_records", "clean_records", "deduped_records", "preference_dataset"]
-    result, instance = run_graph(tmp_path, {}, asset_selection=[AssetKey(n) for n in names])
+    names = ["raw_records", "clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter",
+             "preference_dataset", "dpo_adapter"]
+    ops = SCRATCH_CONFIG["ops"]
+    config = {"ops": {"base_model": ops["base_model"],
+                      "sft_adapter": {"config": {**ops["sft_adapter"]["config"], "max_steps": 2}}}}
+    result, instance = run_graph(tmp_path, config, asset_selection=[AssetKey(n) for n in names])
     assert result.success
-    assert materialization(instance, "deduped_records") is not None
-    assert materialization(instance, "preference_dataset") is None
+    assert materialization(instance, "preference_dataset").metadata["pairs_in"].value == 0
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["preference_dataset_gate"]
+    assert evaluation.passed and "no preference pairs" in evaluation.description
+    dpo = materialization(instance, "dpo_adapter").metadata
+    assert dpo["trained"].value is False and dpo["reason"].value == "no preference pairs in the data"
+    assert not list(path_of(instance, "dpo_adapter").glob("adapter_model.*"))
 
 
 def test_too_few_pairs_fail_the_gate_and_block_dpo(tmp_path):

@@ -22,7 +22,9 @@ def audited(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("lineage")
     instance = real_instance(tmp_path / "dagster_home")
     registry = ModelRegistry(path=str(tmp_path / "registry.sqlite"), auto_promote=True)
-    result, _ = run_graph(tmp_path, SCRATCH_CONFIG, instance=instance, asset_selection=MODEL_CHAIN,
+    # policy sft: the audited training is the SFT adapter's (the choice itself is tested with the pipeline).
+    config = {"ops": {**SCRATCH_CONFIG["ops"], "policy": {"config": {"policy": "sft"}}}}
+    result, _ = run_graph(tmp_path, config, instance=instance, asset_selection=MODEL_CHAIN,
                           model_registry=registry)
     assert result.success
     return result, instance, tmp_path
@@ -44,8 +46,10 @@ def test_the_chain_is_complete_and_matches_the_recorded_materializations(audited
     nodes = {n["name"]: n for n in chain["chain"]}
     partitions = raw_partitions(instance)
     assert {f"raw_records[{k}]" for k in partitions} | {
-        "clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter", "merged_model"} == set(nodes)
-    for name in ("clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter", "merged_model"):
+        "clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter", "preference_dataset",
+        "dpo_adapter", "grpo_adapter", "policy", "merged_model"} == set(nodes)
+    for name in ("clean_records", "deduped_records", "sft_dataset", "base_model", "sft_adapter", "policy",
+                 "merged_model"):
         assert nodes[name]["version"] == path_of(instance, name).name, name
         assert nodes[name]["run_id"] == result.run_id
     for key, metadata in partitions.items():
@@ -64,6 +68,7 @@ def test_the_chain_is_complete_and_matches_the_recorded_materializations(audited
         materialization(instance, "sft_dataset").metadata["train_rows"].value
     assert chain["base_model"]["source"] == "scratch" and chain["base_model"]["revision"] != "unknown"
     training = chain["training"]
+    assert training["adapter"] == "sft_adapter" and "asks for the SFT adapter" in training["policy_reason"]
     assert training["git_commit"] == materialization(instance, "sft_adapter").metadata["code_version"].value
     assert training["seed"] == 0 and training["config"]["max_steps"] == 60
     for key in ("method", "config_hash", "library_versions"):

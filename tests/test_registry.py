@@ -21,9 +21,10 @@ from ft_assets.lineage.registry import (
 from tests.conftest import REPO
 from tests.test_pipeline import SCRATCH_CONFIG, materialization, path_of, run_graph
 
-# The model chain without the DPO branch, which registration does not read: keeps the module's one run short.
+# The model chain, the alignment stages the policy chooses among included (no HPO study).
 MODEL_CHAIN = [AssetKey(k) for k in ("raw_records", "clean_records", "deduped_records", "sft_dataset", "base_model",
-                                     "sft_adapter", "merged_model", "quantized_model", "eval_report", "model_cards",
+                                     "sft_adapter", "preference_dataset", "dpo_adapter", "grpo_adapter", "policy",
+                                     "merged_model", "quantized_model", "eval_report", "model_cards",
                                      "registered_models")]
 DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
