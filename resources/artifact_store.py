@@ -16,7 +16,7 @@ from dagster import (
     OutputContext,
 )
 
-from ft_assets.lineage.artifacts import Artifact, latest, publish, staged_artifact
+from ft_assets.lineage.artifacts import Artifact, publish, staged_artifact
 
 
 class ArtifactStore(ConfigurableResource):
@@ -31,9 +31,6 @@ class ArtifactStore(ConfigurableResource):
 
     def publish(self, staging: Path, card: dict) -> Artifact:
         return publish(staging, card)
-
-    def latest(self, asset_name: str) -> Artifact | None:
-        return latest(Path(self.root), asset_name)
 
     def work_dir(self, asset_name: str, key: str) -> Path:
         """A stable working folder for one materialization's inputs + config (checkpoints), never an artifact:
