@@ -4,11 +4,15 @@ A real PostgreSQL server (tests/postgres_server.py) holds the instance, configur
 shipped; ``dagster code-server start``, ``dagster-webserver`` and ``dagster-daemon run`` are separate processes
 that find each other through deploy/workspace.yaml (host and port pointed at loopback). Then:
 
-1. a new drop retrains through the drop sensor and the automation sensor, to a new registered model version;
-2. an external client (dagster-graphql's ``DagsterGraphQLClient``) launches the demo recipe's job on a scratch
-   model; the run's process is killed mid-training (after a checkpoint); the code server marks the run failed,
-   the daemon's run retries launch a retry from the failure, and training resumes from the checkpoint;
-3. ``ftops models list`` and ``ftops lineage`` answer from the Postgres-backed instance.
+1. the recipe's drop is ingested as ``ftops run`` does it (a raw_records partition, in this process, on the
+   Postgres instance); an external client (dagster-graphql's ``DagsterGraphQLClient``) launches the demo
+   recipe's job on a scratch model; the run's process is killed mid-training (after a checkpoint); the run is
+   marked failed, the daemon's run retries launch a retry from the failure, training resumes from the
+   checkpoint and the retry succeeds;
+2. ``ftops models list`` and ``ftops lineage`` answer from the Postgres-backed instance.
+
+Not here, to keep this test within minutes on two cores: drop -> sensor -> retrain (tests/test_daemon_e2e.py
+runs it against ``dagster dev`` on the embedded instance; the sensors are loaded here but stopped).
 
 Run with ``-s`` to see the timings. Skips without Debian's postgresql unless FTOPS_REQUIRE_POSTGRES is set.
 """
@@ -27,21 +31,24 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, materialize
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from ft_assets.data.text_to_sql import generate_clean_pairs
-from ft_assets.models.assets import base_model
+from ft_assets.automation.ingest import ingest_present_drops
 from ft_assets.recipes import load_recipe, run_config
-from resources import ArtifactIOManager, ArtifactStore
+from resources import RawDrops
 from tests.dagster_dev import LOCATIONS_QUERY, free_port
 from tests.postgres_server import postgres_bin, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RECIPE = "text-to-sql-demo"
-# Small and quick, checkpointing often so the kill lands after one; the retry must resume, not restart.
-RECIPE_OVERRIDES = ["base_model.source=scratch", "training.max_steps=60", "training.save_steps=4",
-                    "training.per_device_train_batch_size=4", "task.forgetting=", "eval.max_examples=8"]
+# A scratch model, a short run that checkpoints early (the kill lands after one and the retry must resume, not
+# restart), one small eval, one quantization method, the SFT adapter as the policy, gates a scratch model passes.
+RECIPE_OVERRIDES = ["base_model.source=scratch", "training.max_steps=16", "training.save_steps=4",
+                    "training.per_device_train_batch_size=4", "dpo.max_steps=2", "task.forgetting=",
+                    "eval.max_examples=6", "eval.max_new_tokens=16", "quantize.methods=[bnb-int8]", "policy=sft",
+                    "gates.min_exact_match_gain=0", "gates.max_runaway_rate=1",
+                    "gates.quantized_exact_match_tolerance=1"]
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("FTOPS_REQUIRE_POSTGRES"),
                                 reason="Debian's postgresql is not installed (make postgres)")
@@ -129,11 +136,6 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def write_drop(path: Path, n: int, seed: int) -> None:
-    pairs = generate_clean_pairs(n, seed=seed)
-    path.write_text("".join(json.dumps({"question": q, "sql": s}) + "\n" for q, s in pairs))
-
-
 def test_production_topology(tmp_path, monkeypatch):
     timings = {}
     with postgres_server() as pg:
@@ -152,15 +154,21 @@ def test_production_topology(tmp_path, monkeypatch):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         full_env = {**os.environ, **env}
-        (home / "drops").mkdir(parents=True)
+        # The recipe's own drops folder, outside the watched one; empty, so the demo drops are written there.
+        recipe_drops = tmp_path / "recipe_drops"
+        recipe_drops.mkdir()
+        recipe = load_recipe(RECIPE, [*RECIPE_OVERRIDES, f"data.drops={recipe_drops}"])
+        config = run_config(recipe, str(home / "drops"))
 
         with DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            # The scratch base model the automation builds on (its default would read a GGUF file).
-            assert materialize([base_model], instance=instance,
-                               resources={"io_manager": ArtifactIOManager(),
-                                          "artifact_store": ArtifactStore(root=str(home / "artifacts"))},
-                               run_config={"ops": {"base_model": {"config": {"source": "scratch"}}}}).success
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            from tests.topology_workspace import defs
+
+            raw_drops = RawDrops(**config["resources"]["raw_drops"]["config"])
+            ingested = ingest_present_drops(defs, instance, raw_drops)
+            assert ingested and all(r.success for r in ingested)
+            drop_keys = [d.key for d in raw_drops.scan()]
 
             from dagster_graphql import DagsterGraphQLClient
 
@@ -182,23 +190,7 @@ def test_production_topology(tmp_path, monkeypatch):
                 wait_for("the code location loaded in the webserver", lambda: location_loaded(client), 240, stack)
                 timings["stack_ready_s"] = time.monotonic() - started
 
-                # 1. A new drop retrains through the sensors, to a new registered model version.
-                written = time.time()
-                write_drop(home / "drops" / "fresh-001.jsonl", 200, seed=11)
-                registered = wait_for("a registered model version after the drop", lambda: instance
-                                      .get_latest_materialization_event(AssetKey("registered_models")), 600, stack, 2)
-                timings["drop_to_registered_model_s"] = registered.timestamp - written
-                auto_run = instance.get_run_by_id(registered.run_id)
-                assert auto_run.tags.get("dagster/from_automation_condition") == "true" or \
-                    "dagster/sensor_name" in auto_run.tags
-                listed = ftops(full_env, "models", "list", "--json")
-                assert listed.returncode == 0, listed.stderr
-                first_models = json.loads(listed.stdout)["models"]
-                assert first_models, listed.stdout
-
-                # 2. The recipe's job from an external client; its run worker killed mid-training.
-                recipe = load_recipe(RECIPE, RECIPE_OVERRIDES)
-                config = run_config(recipe, str(home / "drops"))
+                # 1. The recipe's job from an external client; its run worker killed mid-training.
                 launched = time.time()
                 run_id = client.submit_job_execution(recipe.job_name, run_config=config)
                 checkpoints = home / "artifacts" / "sft_adapter" / ".work"
@@ -209,7 +201,7 @@ def test_production_topology(tmp_path, monkeypatch):
                 kill_tree(pid)
                 killed = time.time()
                 wait_for("the killed run marked failed", lambda: client.get_run_status(run_id)
-                         == DagsterRunStatus.FAILURE, 60, stack, 0.5)
+                         == DagsterRunStatus.FAILURE, 120, stack, 0.5)
                 timings["kill_to_marked_failed_s"] = time.time() - killed
 
                 def retry():
@@ -227,19 +219,22 @@ def test_production_topology(tmp_path, monkeypatch):
                 metadata = adapter.asset_materialization.metadata
                 assert metadata["resumed"].value is True  # from the checkpoint the killed run left
                 assert metadata["resumed_from_step"].value > 0
+                registered = instance.get_latest_materialization_event(AssetKey("registered_models"))
+                assert registered is not None and registered.run_id == retry_run.run_id
 
-                # 3. The registry and the audit trail answer from the Postgres-backed instance.
+                # 2. The registry and the audit trail answer from the Postgres-backed instance.
                 listed = ftops(full_env, "models", "list", "--json")
                 assert listed.returncode == 0, listed.stderr
-                models = json.loads(listed.stdout)["models"]
-                assert len(models) > len(first_models)
-                newest = max(models, key=lambda m: m["created_at"] or "")
+                first_models = json.loads(listed.stdout)["models"]
+                assert first_models and {m["run_id"] for m in first_models} == {retry_run.run_id}, listed.stdout
+                newest = max(first_models, key=lambda m: m["created_at"] or "")
                 audit = ftops(full_env, "lineage", newest["id"], "--json")
                 assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr
                 chain = json.loads(audit.stdout)
-                assert chain["verified"] is True
+                assert chain["verified"] is True, chain
                 assert chain["evaluation"]["run_id"] == retry_run.run_id
-                assert "fresh-001" in json.dumps(chain["raw_drops"])
+                assert all(key in json.dumps(chain["raw_drops"]) for key in drop_keys), (drop_keys, chain["raw_drops"])
+
             finally:
                 stack.stop()
     print("\nproduction topology timings: " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
