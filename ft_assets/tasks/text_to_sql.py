@@ -330,7 +330,8 @@ def _task():
     return Task(
         name="text_to_sql",
         metrics={"exact_match": {"scorer": "exact_match", "extract": "sql"},
-                 "execution_accuracy": {"scorer": "sql_execution"},
+                 # one database: rows without a db_id (e.g. plain question/sql drops) are run against it
+                 "execution_accuracy": {"scorer": "sql_execution", "db_id": DB_ID},
                  "rouge_l": {"scorer": "rouge_l", "extract": "sql"}},
         primary_metric="exact_match",
         system_prompts={DB_ID: SCHEMA_SUMMARY},
