@@ -3,7 +3,6 @@ hung forever when a gate before training failed and the data held no preference 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,22 +10,15 @@ from pathlib import Path
 
 import yaml
 
+from tests.test_daemon_e2e import gate_failing_drop
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def gate_failing_chats(path: Path, n: int) -> None:
-    """Chat rows with two user turns in a row: they pass cleaning and dedup, then fail the sft_dataset gate."""
-    rows = [{"messages": [{"role": "user", "content": f"List employees hired in year {1900 + i} and their city"},
-                          {"role": "user", "content": "Answer with SQL only, please"},
-                          {"role": "assistant", "content": f"SELECT name FROM employees WHERE hired = {1900 + i};"}]}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_a_failed_gate_without_preference_pairs_fails_the_run_instead_of_hanging(tmp_path):
     drops = tmp_path / "drops"
     drops.mkdir()
-    gate_failing_chats(drops / "chats.jsonl", 120)
+    gate_failing_drop(drops / "chats.jsonl", 120)  # two user turns in a row: fails sft_dataset_gate
     recipe = tmp_path / "bad-data.yaml"
     recipe.write_text(yaml.safe_dump({
         "description": "gate-failing chats, no preference pairs",
