@@ -21,6 +21,21 @@ from typing import Any
 log = logging.getLogger("ftops.serve")
 
 
+class PromptEncoding:
+    """Prompts as token ids, built with ``self.tokenizer``: shared by the local engine and the upstream proxy so
+    both apply the model's own chat template the same way."""
+
+    tokenizer: Any
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """The model's own chat template with the generation prompt, exactly as training and evaluation use it."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.encode_text(text)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 class Retired(RuntimeError):
     """The engine was swapped out and has drained; pick the current one."""
 
@@ -122,7 +137,7 @@ def _streamer_and_criteria(rows: list[_Row]):
     return RowStreamer(), RowsDone()
 
 
-class Engine:
+class Engine(PromptEncoding):
     """A model version loaded once, served by one batching worker thread."""
 
     def __init__(self, model_id: str, model, tokenizer, *, max_batch: int = 16, wait_ms: float = 10.0,
@@ -139,16 +154,6 @@ class Engine:
         self._retiring = self._exited = False
         self._thread = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
         self._thread.start()
-
-    # -- prompts -------------------------------------------------------------------------------------------
-
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        """The model's own chat template with the generation prompt, exactly as training and evaluation use it."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.encode_text(text)
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- requests ------------------------------------------------------------------------------------------
 

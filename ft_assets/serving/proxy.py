@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 
 from ft_assets.lineage.registry import ModelVersion
-from ft_assets.serving.engine import GenRequest
+from ft_assets.serving.engine import GenRequest, PromptEncoding
 
 log = logging.getLogger("ftops.serve")
 
 
-class UpstreamEngine:
+class UpstreamEngine(PromptEncoding):
     """Engine-shaped: encodes locally, generates upstream, emits the same delta/done/error events."""
 
     def __init__(self, model_id: str, tokenizer, base_url: str, api_key: str | None, upstream_model: str):
@@ -32,13 +32,6 @@ class UpstreamEngine:
             self.context_length = None
         self._tasks: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
-
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.encode_text(text)
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def submit(self, req: GenRequest) -> None:
         task = asyncio.get_running_loop().create_task(self._forward(req))
