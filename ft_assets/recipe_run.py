@@ -15,6 +15,8 @@ _SECTION_OF = {**{f"root:ops:{op}:config": s for s, op in OP_SECTIONS.items()},
                "root:ops:clean_records:config": "data.clean", "root:ops:deduped_records:config": "data.dedup",
                "root:ops:sft_dataset:config": "data.split", "root:resources:raw_drops:config": "data",
                "root:ops:policy:config": "policy"}
+# op -> the recipe section that configures it
+_RECIPE_KEY = {path.split(":")[2]: section for path, section in _SECTION_OF.items() if path.startswith("root:ops:")}
 
 
 def _top_level_keys(expected: str) -> list[str]:
@@ -37,6 +39,7 @@ def explain_config_errors(errors) -> list[str]:
         text = error.message
         for path, section in sorted(_SECTION_OF.items(), key=lambda kv: -len(kv[0])):
             if path in text:
+                text = text.replace(f"at path {path}:", f"at recipe setting {section}.")
                 text = text.replace(f"at path {path}", f"in recipe section {section!r}").replace(path, section)
         text, _, expected = text.partition(' Expected: "')
         allowed = _top_level_keys(expected)
@@ -50,14 +53,18 @@ def _asset_names(job) -> set[str]:
 
 def check(recipe: Recipe, job) -> list[str]:
     """Every problem before compute: the job's config schema, then base model, combinations, data and task."""
-    from dagster import DagsterInvalidConfigError, validate_run_config
+    from dagster import DagsterInvalidConfigError
 
+    from ft_assets.config_guard import value_problems
     from ft_assets.recipe_checks import recipe_problems
     from resources.paths import default_drops_dir, default_gguf_path
 
     problems = []
-    try:
-        validate_run_config(job, run_config(recipe, default_drops_dir(), _asset_names(job)))
+    try:  # types and unknown keys (Dagster's schema), then bounds (each op's Config): sizes, rates, fractions
+        problems += [f"{_RECIPE_KEY.get(op, f'ops.{op}')}.{field}: {message}: change it in the recipe or with "
+                     f"--set {_RECIPE_KEY.get(op, f'ops.{op}')}.{field}=..."
+                     for op, field, message in value_problems(job, run_config(recipe, default_drops_dir(),
+                                                                              _asset_names(job)))]
     except DagsterInvalidConfigError as exc:
         problems += explain_config_errors(exc.errors)
     return problems + recipe_problems(recipe, default_drops_dir(), default_gguf_path())

@@ -61,10 +61,10 @@ def raw_records(context: AssetExecutionContext, raw_drops: RawDrops, artifact_st
 class CleanRecordsConfig(Config):
     drops: list[str] = Field(["*"], description="glob patterns over raw_records partition keys (drop ids): the "
                                                 "drops this dataset is made of; a recipe selects its own")
-    min_prompt_chars: int = 8
-    max_prompt_chars: int = 1000
-    min_completion_chars: int = 3
-    max_completion_chars: int = 2000
+    min_prompt_chars: int = Field(8, ge=0)
+    max_prompt_chars: int = Field(1000, ge=1)
+    min_completion_chars: int = Field(3, ge=0)
+    max_completion_chars: int = Field(2000, ge=1)
     keep_newlines: bool = Field(False, description="keep line breaks and indentation (code, lists, worked "
                                                    "answers); False collapses all whitespace to single spaces")
 
@@ -107,9 +107,9 @@ def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, ra
 
 class DedupConfig(Config):
     near_duplicates: bool = True
-    near_threshold: float = Field(0.8, description="MinHash-LSH Jaccard threshold on prompt + completion")
-    num_perm: int = 128
-    shingle_size: int = Field(5, description="words per shingle")
+    near_threshold: float = Field(0.8, gt=0, le=1, description="MinHash-LSH Jaccard threshold on prompt + completion")
+    num_perm: int = Field(128, ge=2)
+    shingle_size: int = Field(5, ge=1, description="words per shingle")
 
 
 def _pair_examples(duplicates: pd.DataFrame, kept: pd.DataFrame, n: int = 5) -> MetadataValue:
@@ -144,9 +144,10 @@ def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_r
 
 
 class SftDatasetConfig(Config):
-    eval_fraction: float = 0.12
+    eval_fraction: float = Field(0.12, gt=0, lt=1, description="share of examples held out for evaluation")
     split_salt: str = ""
-    decontamination_ngram: int = Field(13, description="train prompts sharing a word n-gram with eval are removed")
+    decontamination_ngram: int = Field(13, ge=1, description="train prompts sharing a word n-gram with eval are "
+                                                             "removed")
     benchmark_files: list[str] = Field([], description="extra eval/benchmark files (any ingestible format)")
     every_assistant_turn: bool = Field(True, description="train on every assistant reply of a chat, not only "
                                                          "the last (one example per reply)")

@@ -14,7 +14,8 @@ from resources import ArtifactStore, DvcResource
 
 
 class PreferenceDatasetConfig(Config):
-    eval_fraction: float = Field(0.15, description="share of prompts held out; all pairs of one prompt stay together")
+    eval_fraction: float = Field(0.15, ge=0, lt=1, description="share of prompts held out; all pairs of one prompt "
+                                                               "stay together")
     split_salt: str = ""
 
 

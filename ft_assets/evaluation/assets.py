@@ -31,11 +31,11 @@ BASE_CACHE = "eval_base_cache"  # artifact-store name of the cached base-model g
 
 
 class EvalConfig(Config):
-    max_examples: int = 0  # 0: the whole eval split
-    max_new_tokens: int = Field(0, description="generation length; 0: the longest reference in tokens + margin")
-    token_margin: int = Field(16, description="tokens beyond the longest reference when max_new_tokens is 0")
-    batch_size: int = 32
-    failures_per_variant: int = 5
+    max_examples: int = Field(0, ge=0, description="eval rows scored; 0: the whole eval split")
+    max_new_tokens: int = Field(0, ge=0, description="generation length; 0: the longest reference in tokens + margin")
+    token_margin: int = Field(16, ge=0, description="tokens beyond the longest reference when max_new_tokens is 0")
+    batch_size: int = Field(32, ge=1)
+    failures_per_variant: int = Field(5, ge=0)
     reuse_merged_generations: bool = Field(True, description="when merged_matches_adapter holds, score the "
                                                              "adapter's generations for merged instead of regenerating")
     cache_base: bool = Field(True, description="reuse the base model's generations for the same base model, eval "

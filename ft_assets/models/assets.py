@@ -6,7 +6,7 @@ import time
 from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
-from pydantic import Field
+from pydantic import Field, field_validator
 from transformers import AutoTokenizer
 
 from ft_assets.artifact_output import artifact_output, card
@@ -39,9 +39,9 @@ class BaseModelConfig(Config):
     gguf_path: str = Field(default_factory=default_gguf_path)
     name_or_path: str = Field("", description="local directory or hub id (read from the local cache)")
     revision: str | None = None
-    scratch_hidden_size: int = 64
-    scratch_layers: int = 2
-    scratch_vocab_size: int = 600
+    scratch_hidden_size: int = Field(64, ge=1)
+    scratch_layers: int = Field(2, ge=1)
+    scratch_vocab_size: int = Field(600, ge=1)
     seed: int = 0
 
 
@@ -115,7 +115,15 @@ def merged_model(context: AssetExecutionContext, config: MergeConfig, base_model
 
 class QuantizeConfig(Config):
     methods: list[str] = Field(["bnb-nf4", "bnb-int8"], description=f"any of {', '.join(METHODS)}")
-    calibration_examples: int = Field(64, description="GPTQ calibration texts taken from the train split")
+    calibration_examples: int = Field(64, ge=1, description="GPTQ calibration texts taken from the train split")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown quantization method(s) {unknown}: use any of {', '.join(METHODS)}")
+        return methods
 
 
 @asset(group_name=GROUP, kinds={"pytorch", "bitsandbytes"})

@@ -1,6 +1,7 @@
 """The label-mask gate as a blocking Dagster check: a wrong mask stops the run before training starts."""
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, Config, MetadataValue, asset_check
+from pydantic import Field
 
 from ft_assets.lineage.artifacts import Artifact
 from ft_assets.training.core import read_jsonl
@@ -9,7 +10,7 @@ from ft_assets.training.sft import SFTSettings
 
 
 class LabelMaskConfig(Config):
-    max_examples: int = 2000
+    max_examples: int = Field(2000, ge=1)
 
 
 def training_max_length(run_config: dict) -> int:

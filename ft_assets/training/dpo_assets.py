@@ -18,7 +18,8 @@ from ft_assets.training.wiring import (
 from resources import ArtifactStore, TrainingCompute
 
 DpoAdapterConfig = asset_config("DpoAdapterConfig", DPOSettings, DPOSettings.__doc__ or "",
-                                exclude=("lora_r", "lora_alpha", "lora_dropout", "target_modules"))
+                                exclude=("lora_r", "lora_alpha", "lora_dropout", "target_modules"),
+                                bounds={"beta": {"gt": 0}})  # validate_dpo's rule (GRPO's 0: no KL)
 
 
 def _reward_table(steps: list[dict], max_rows: int = 20) -> str:

@@ -31,9 +31,9 @@ class HpoStudyConfig(Config):
     """An Optuna study over SFT settings; each trial a short training in the training pool, pruned by the median
     of earlier trials' eval losses. Rerunning adds trials to the same study."""
 
-    n_trials: int = Field(DEFAULTS["n_trials"], description="trials this run adds to the study")
-    steps_per_trial: int = Field(DEFAULTS["steps_per_trial"], description="optimizer steps of each trial")
-    eval_steps: int = Field(DEFAULTS["eval_steps"], description="eval loss every N steps: reported to the pruner")
+    n_trials: int = Field(DEFAULTS["n_trials"], ge=1, description="trials this run adds to the study")
+    steps_per_trial: int = Field(DEFAULTS["steps_per_trial"], ge=1, description="optimizer steps of each trial")
+    eval_steps: int = Field(DEFAULTS["eval_steps"], ge=1, description="eval loss every N steps: reported to the pruner")
     search_space: dict[str, SearchRange] = Field(
         default_factory=lambda: {k: SearchRange(**v) for k, v in DEFAULT_SPACE.items()},
         description="learning_rate, lora_r, lora_alpha, lora_dropout, warmup_steps, per_device_train_batch_size, "
@@ -45,9 +45,9 @@ class HpoStudyConfig(Config):
     storage: str = Field("", description="an Optuna RDB URL; '': $FTOPS_HPO_STORAGE or a SQLite file in FTOPS_HOME "
                                          "(put a Postgres password in the env var, not here)")
     seed: int = DEFAULTS["seed"]
-    pruner_startup_trials: int = Field(DEFAULTS["pruner_startup_trials"],
+    pruner_startup_trials: int = Field(DEFAULTS["pruner_startup_trials"], ge=0,
                                        description="complete trials before the median pruner prunes")
-    pruner_warmup_steps: int = Field(DEFAULTS["pruner_warmup_steps"],
+    pruner_warmup_steps: int = Field(DEFAULTS["pruner_warmup_steps"], ge=0,
                                      description="steps of a trial before it can be pruned")
 
     def plain(self) -> dict:

@@ -17,12 +17,26 @@ from ft_assets.training.core import settings_fields
 from resources import ArtifactStore, TrainingCompute
 
 REUSE_FIELD = (bool, Field(True, description="same inputs, config and training code: reuse, don't retrain"))
+# Value bounds of the trainers' shared settings (pydantic ``Field`` constraints): a zero or negative size or rate
+# is refused with the field's name before the run starts (ft_assets/config_guard.py), not deep inside a trainer.
+BOUNDS: dict[str, dict] = {
+    "max_steps": {"ge": 1}, "per_device_train_batch_size": {"ge": 1}, "gradient_accumulation_steps": {"ge": 1},
+    "learning_rate": {"gt": 0}, "lora_r": {"ge": 1}, "lora_alpha": {"gt": 0}, "lora_dropout": {"ge": 0, "lt": 1},
+    "max_length": {"ge": 1}, "warmup_steps": {"ge": -1}, "save_steps": {"ge": 1}, "eval_steps": {"ge": 0},
+    "eval_max_examples": {"ge": 1}, "early_stopping_patience": {"ge": 0}, "beta": {"ge": 0},
+    "num_generations": {"ge": 2}, "epsilon": {"gt": 0, "lt": 1}, "temperature": {"gt": 0},
+    "max_completion_length": {"ge": 1}, "max_prompts": {"ge": 0},
+}
 
 
-def asset_config(name: str, settings_cls: type, doc: str, exclude: tuple[str, ...] = (), **extra) -> type[Config]:
-    """A Dagster ``Config`` with the recipe's settings (their defaults and descriptions) plus ``reuse_identical``
-    and ``extra`` (``name=(type, Field(...))``): the settings are declared once, in the recipe."""
-    specs = {k: (kind, Field(**spec)) for k, (kind, spec) in settings_fields(settings_cls).items() if k not in exclude}
+def asset_config(name: str, settings_cls: type, doc: str, exclude: tuple[str, ...] = (),
+                 bounds: dict[str, dict] | None = None, **extra) -> type[Config]:
+    """A Dagster ``Config`` with the recipe's settings (their defaults, descriptions and ``BOUNDS``, ``bounds``
+    overriding them) plus ``reuse_identical`` and ``extra`` (``name=(type, Field(...))``): the settings are
+    declared once, in the recipe."""
+    limits = {**BOUNDS, **(bounds or {})}
+    specs = {k: (kind, Field(**spec, **limits.get(k, {}))) for k, (kind, spec) in settings_fields(settings_cls).items()
+             if k not in exclude}
     model = create_model(name, __base__=Config, __doc__=doc, **specs, reuse_identical=REUSE_FIELD, **extra)
     model.__module__ = settings_cls.__module__
     return model
