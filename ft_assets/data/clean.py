@@ -152,6 +152,8 @@ def strip_html(text: str) -> str:
 
 def has_html_noise(text: str) -> bool:
     """HTML tags or entities that should become plain text (not markup the text is about)."""
+    if "<" not in text and "&" not in text:  # every tag or entity holds one; skips the big alternation
+        return False
     return bool(_TAG_OR_ENTITY.search(text)) and not _MARKUP_IS_CONTENT.search(text)
 
 
@@ -179,9 +181,47 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# A necessary condition per pattern, far cheaper than the pattern's own scan (its lookarounds and
+# alternations are tried at every position): a substring every match holds, in the case-folded text
+# (so case-sensitive and (?i:...) parts alike), or a short regex every match contains. Most texts hold
+# none, so most patterns never run; the result is the same as running them all.
+_NEEDLES: dict[str, tuple[str, ...]] = {
+    "private_key": ("-----begin",),
+    "url_password": ("://",),
+    "aws_secret_key": ("secret", "/", "+"),
+    "api_key": ("bearer", "sk-", "sk_", "akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
+                "xox", "aiza", "eyj", "hf_", "glpat-", "npm_"),
+    "email": ("@",),
+}
+_HINTS: dict[str, re.Pattern] = {
+    "ipv4": re.compile(r"\d\.\d"),
+    "credit_card": re.compile(r"\d{4}"),
+    "phone": re.compile(r"\d{4}"),
+}
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _has_digit(text: str) -> bool:
+    # ``in`` is a memchr-speed scan where the regex engine steps character by character; \d is wider than
+    # ASCII digits, so non-ASCII text takes the regex.
+    return any(d in text for d in "0123456789") if text.isascii() else bool(_DIGIT.search(text))
+
+
+def _may_match(kind: str, text: str, folded: str, has_digit: bool) -> bool:
+    needles = _NEEDLES.get(kind)
+    if needles is not None:
+        return any(n in folded for n in needles)
+    return has_digit and bool(_HINTS[kind].search(text))
+
+
 def redact_pii(text: str, counts: Counter) -> str:
     """Replace PII with ``[KIND]`` placeholders, counting each redaction under its kind."""
+    folded, has_digit = text.casefold(), _has_digit(text)
     for kind, pattern in PII_PATTERNS.items():
+        if not _may_match(kind, text, folded, has_digit):
+            continue
         placeholder = f"[{kind.upper()}]"
 
         def replace(match: re.Match, kind: str = kind, placeholder: str = placeholder) -> str:
@@ -193,7 +233,9 @@ def redact_pii(text: str, counts: Counter) -> str:
             keep = match.group(1) if kind in _KEEPS_PREFIX else ""
             return (keep or "") + placeholder
 
-        text = pattern.sub(replace, text)
+        redacted = pattern.sub(replace, text)
+        if redacted != text:  # a placeholder may hold a later pattern's needle ("[AWS_SECRET_KEY]")
+            text, folded, has_digit = redacted, redacted.casefold(), _has_digit(redacted)
     return text
 
 
@@ -201,7 +243,7 @@ def symbol_ratio(text: str) -> float:
     """Share of characters that are neither alphanumeric nor whitespace."""
     if not text:
         return 0.0
-    return len(_SYMBOL.findall(text)) / len(text)
+    return (len(text) - len(_SYMBOL.sub("", text))) / len(text)  # one match per character; no list built
 
 
 def duplicate_ngram_share(text: str, n: int = 3) -> float:
@@ -223,41 +265,56 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+_CHUNK_ROWS = 20_000
+
+
 def clean_records(records: pd.DataFrame, config: CleanConfig | None = None) -> CleanResult:
     """Clean every record; rows failing a filter go to quarantine with the reason."""
     config = config or CleanConfig()
     records = ensure_record_columns(records)
     pii: Counter = Counter()
     filters: Counter = Counter()
-    kept, rejected = [], []
+    rejected: list[dict] = []
+    parts = []
     html_stripped = 0
-    for row in records.to_dict("records"):
-        row_pii: Counter = Counter()
-        html = [False]
-
-        def clean(text: str, field_name: str, row_pii: Counter = row_pii, html: list = html) -> str:
-            # Completions are code (SQL): never HTML-stripped, ``a < b`` is not a tag.
-            if field_name != "completion" and has_html_noise(text):
-                text = strip_html(text)
-                html[0] = True
-            return redact_pii(normalize_text(text, config.keep_newlines), row_pii)
-
-        cleaned = {name: clean(_text(row[name]), name) for name in TEXT_FIELDS}
-        history, failure = _clean_history(row["history"], clean)
-        if failure is None:
-            cleaned["history"] = history
-            failure = _quality_failure(row["kind"], cleaned, row, config)
-        if failure is not None:
-            key, reason = failure
-            filters[key] += 1
-            rejected.append({k: row[k] for k in ("drop_id", "source_file", "line_no")}
-                            | {"stage": "clean", "reason": reason, "raw": _preview(row)})
-            continue
-        pii.update(row_pii)
-        html_stripped += html[0]
-        kept.append({**row, **cleaned})
-    frame = pd.DataFrame(kept, columns=records.columns).astype(records.dtypes.to_dict())
+    for lo in range(0, max(len(records), 1), _CHUNK_ROWS):
+        # Rows as dicts a chunk at a time: a million rows of dicts at once would be GBs of Python objects.
+        kept: list[dict] = []
+        for row in records.iloc[lo: lo + _CHUNK_ROWS].to_dict("records"):
+            cleaned, failure, row_pii, html = _clean_row(row, config)
+            if failure is not None:
+                key, reason = failure
+                filters[key] += 1
+                rejected.append({k: row[k] for k in ("drop_id", "source_file", "line_no")}
+                                | {"stage": "clean", "reason": reason, "raw": _preview(row)})
+                continue
+            pii.update(row_pii)
+            html_stripped += html
+            kept.append({**row, **cleaned})
+        parts.append(pd.DataFrame(kept, columns=records.columns).astype(records.dtypes.to_dict()))
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return CleanResult(frame, quarantine_frame(rejected), dict(pii), html_stripped, dict(filters))
+
+
+def _clean_row(row: dict, config: CleanConfig) -> tuple[dict, tuple[str, str] | None, Counter, bool]:
+    """(cleaned text fields, the first filter failure or None, PII redactions, whether HTML was stripped)."""
+    row_pii: Counter = Counter()
+    html = False
+
+    def clean(text: str, field_name: str) -> str:
+        nonlocal html
+        # Completions are code (SQL): never HTML-stripped, ``a < b`` is not a tag.
+        if field_name != "completion" and has_html_noise(text):
+            text = strip_html(text)
+            html = True
+        return redact_pii(normalize_text(text, config.keep_newlines), row_pii)
+
+    cleaned = {name: clean(_text(row[name]), name) for name in TEXT_FIELDS}
+    history, failure = _clean_history(row["history"], clean)
+    if failure is None:
+        cleaned["history"] = history
+        failure = _quality_failure(row["kind"], cleaned, row, config)
+    return cleaned, failure, row_pii, html
 
 
 def _preview(row: dict) -> str:

@@ -64,13 +64,19 @@ def source_record_id(example: dict) -> str:
     return example["record_id"].split("#", 1)[0]
 
 
+def _rows(records: pd.DataFrame, chunk: int = 20_000):
+    """Rows as dicts, a chunk at a time: a million row dicts at once would be GBs of Python objects."""
+    for lo in range(0, len(records), chunk):
+        yield from records.iloc[lo: lo + chunk].to_dict("records")
+
+
 def split_records(records: pd.DataFrame, eval_fraction: float = 0.12, salt: str = "",
                   system_prompts: dict[str, str] | None = None,
                   every_assistant_turn: bool = True) -> tuple[list[dict], list[dict]]:
     """(train, eval) examples. A conversation goes to one side whole; in train, every assistant turn of it
     is an example (``every_assistant_turn``), in eval only the final reply is scored."""
     train, evaluation = [], []
-    for row in records.to_dict("records"):
+    for row in _rows(records):
         if is_eval(row["prompt"], row["completion"], eval_fraction, salt, row.get("history") or ""):
             evaluation.append(to_chat_example(row, system_prompts))
         elif every_assistant_turn:

@@ -64,8 +64,9 @@ def pii_kinds(text: str) -> str:
 def with_pii_column(frame: pd.DataFrame, columns: tuple[str, ...] = ("prompt", "completion")) -> pd.DataFrame:
     """A copy of ``frame`` with ``pii_left``: the PII kinds found in any of ``columns`` per row."""
     present = [c for c in columns if c in frame.columns]
-    kinds = [",".join(sorted({k for c in present for k in pii_kinds(str(row[c])).split(",") if k}))
-             for _, row in frame[present].iterrows()] if len(frame) else []
+    # Columns zipped, not iterrows(): iterrows builds a Series per row, slower than the PII scan itself.
+    kinds = [",".join(sorted({k for value in values for k in pii_kinds(str(value)).split(",") if k}))
+             for values in zip(*(frame[c] for c in present), strict=True)] if present else [""] * len(frame)
     return frame.assign(pii_left=pd.Series(kinds, index=frame.index, dtype=object))
 
 
