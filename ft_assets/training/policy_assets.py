@@ -12,7 +12,14 @@ from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.data import artifact_files as files
-from ft_assets.evaluation.evaluate import GenerationSettings, evaluate_model, load_variant, reference_token_budget
+from ft_assets.evaluation.base_cache import base_eval
+from ft_assets.evaluation.evaluate import (
+    GenerationSettings,
+    evaluate_model,
+    load_tokenizer,
+    load_variant,
+    reference_token_budget,
+)
 from ft_assets.evaluation.policy import choose_policy, preference_metrics
 from ft_assets.lineage.artifacts import CARD_NAME, Artifact
 from ft_assets.training.sft import read_jsonl
@@ -28,29 +35,37 @@ class PolicyConfig(Config):
                                                    "same rows eval_report scores, so it reuses these generations)")
     token_margin: int = Field(16, ge=0, description="generation tokens beyond the longest reference")
     batch_size: int = Field(32, gt=0)
+    cache_base: bool = Field(True, description="the base model's generations from the shared base-eval cache (the "
+                                               "eval report's) when the base model, rows and settings are unchanged")
 
 
 def _rank(context, config: PolicyConfig, task, base_model: Artifact, sft_dataset: Artifact,
-          trained: dict[str, Artifact], min_gain: float) -> dict:
+          trained: dict[str, Artifact], min_gain: float, artifact_store: ArtifactStore) -> dict:
     """Base and every trained adapter on the eval split by the task's metrics: what ``best`` decides on."""
     the_task = task.task()
     rows = read_jsonl(sft_dataset.path / "eval.jsonl")
     rows = rows[: config.max_examples] if config.max_examples else rows
-    out: dict = {"record_ids": [r.get("record_id") for r in rows], "results": {}}
+    out: dict = {"record_ids": [r.get("record_id") for r in rows], "results": {},
+                 "max_new_tokens": reference_token_budget(load_tokenizer(base_model.path), rows, config.token_margin)}
+    settings = GenerationSettings(out["max_new_tokens"], config.batch_size)
+    identity = {"name": the_task.name, "metrics": the_task.metrics, "system_prompt": the_task.system_prompt}
     with tempfile.TemporaryDirectory() as tmp:
         specs = the_task.prepare(Path(tmp))
         for name, kind, path in [("base", "base", base_model.path),
                                  *((n, "adapter", a.path) for n, a in trained.items())]:
-            model, tokenizer = load_variant(kind, path, base_dir=base_model.path)
-            if "max_new_tokens" not in out:
-                out["max_new_tokens"] = reference_token_budget(tokenizer, rows, config.token_margin)
-            result = evaluate_model(model, tokenizer, rows, specs, the_task.primary_metric,
-                                    GenerationSettings(out["max_new_tokens"], config.batch_size))
+            if name == "base":
+                result, out["base_cache"] = base_eval(
+                    context, artifact_store, base_model, {"sft_dataset": sft_dataset}, rows, specs,
+                    the_task.primary_metric, settings, identity, lambda: load_variant("base", base_model.path),
+                    enabled=config.cache_base)
+            else:
+                model, tokenizer = load_variant(kind, path, base_dir=base_model.path)
+                result = evaluate_model(model, tokenizer, rows, specs, the_task.primary_metric, settings)
+                del model
+                gc.collect()
             out["results"][name] = {"metrics": result["metrics"], "generations": result["generations"]}
             context.log.info(f"policy candidate {name}: {the_task.primary_metric} "
                              f"{result['metrics'][the_task.primary_metric]:.3f}")
-            del model
-            gc.collect()
     base_metric = out["results"]["base"]["metrics"][the_task.primary_metric]
     for name in trained:
         metric = out["results"][name]["metrics"][the_task.primary_metric]
@@ -67,7 +82,8 @@ def policy(context: AssetExecutionContext, config: PolicyConfig, base_model: Art
     trained = {n: a for n, a in adapters.items() if a.card().get("trained", True)}
     not_trained = {n: a.card().get("reason", "not trained") for n, a in adapters.items() if n not in trained}
     primary = task.task().primary_metric
-    ranking = (_rank(context, config, task, base_model, sft_dataset, trained, model_gates.min_exact_match_gain)
+    ranking = (_rank(context, config, task, base_model, sft_dataset, trained, model_gates.min_exact_match_gain,
+                     artifact_store)
                if config.policy == "best" and len(trained) > 1 else {"results": {}})
     candidates = {n: {"metric": ranking["results"].get(n, {}).get("metrics", {}).get(primary),
                       "gates_passed": ranking["results"].get(n, {}).get("gates_passed", True)} for n in trained}
@@ -100,7 +116,8 @@ def policy(context: AssetExecutionContext, config: PolicyConfig, base_model: Art
         (staging / POLICY_FILE).write_text(json.dumps(summary, indent=2))
         artifact = artifact_store.publish(staging, card(
             context, inputs, config.model_dump(), policy=chosen, reason=reason, adapter=summary["adapter"],
-            base_model=base_model.card().get("base_model"), training=trained[chosen].card().get("training")))
+            base_model=base_model.card().get("base_model"), training=trained[chosen].card().get("training"),
+            base_cache=ranking.get("base_cache")))
     table = [f"| adapter | trained | {primary} | gates | prefers chosen | mean margin |", "|---|---|---|---|---|---|"]
     for n, c in summary["candidates"].items():
         metric, pref = (c.get("metrics") or {}).get(primary), c.get("preference") or {}

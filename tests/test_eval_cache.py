@@ -1,0 +1,73 @@
+"""The shared base-model eval cache (policy and eval_report both use it): a real Dagster materialization with a
+tiny scratch model; the second one with the same base, rows and settings generates nothing, a change misses."""
+
+# No `from __future__ import annotations`: Dagster reads the nested asset's config type from its annotation.
+import json
+from pathlib import Path
+
+from dagster import AssetExecutionContext, Config, DagsterInstance, asset, materialize
+
+from ft_assets.data.text_to_sql import SCHEMA_SUMMARY, generate_clean_pairs
+from ft_assets.evaluation.base_cache import BASE_CACHE, base_eval
+from ft_assets.evaluation.evaluate import GenerationSettings, load_variant
+from ft_assets.lineage.artifacts import Artifact
+from resources import ArtifactStore
+
+METRICS = {"exact_match": {"scorer": "exact_match"}}
+
+
+def _rows(n: int, offset: int = 0) -> list[dict]:
+    pairs = generate_clean_pairs(n + offset, seed=3)[offset:]
+    return [{"record_id": f"r{i}", "prompt": [{"role": "system", "content": SCHEMA_SUMMARY},
+                                              {"role": "user", "content": q}],
+             "completion": [{"role": "assistant", "content": s}]} for i, (q, s) in enumerate(pairs)]
+
+
+class Probe(Config):
+    rows: int = 4
+    offset: int = 0
+    max_new_tokens: int = 8
+
+
+def _run(instance: DagsterInstance, store: ArtifactStore, base: Artifact, probe: Probe) -> dict:
+    loads: list[str] = []
+
+    @asset
+    def probe_eval(context: AssetExecutionContext, config: Probe, artifact_store: ArtifactStore):
+        def load():
+            loads.append("base")
+            return load_variant("base", base.path)
+
+        result, cache = base_eval(context, artifact_store, base, {}, _rows(config.rows, config.offset), METRICS,
+                                  "exact_match", GenerationSettings(config.max_new_tokens, 4), {"name": "probe"}, load)
+        return {"cache": cache, "generations": result["generations"], "metrics": result["metrics"]}
+
+    result = materialize([probe_eval], instance=instance, resources={"artifact_store": store},
+                         run_config={"ops": {"probe_eval": {"config": probe.model_dump()}}})
+    assert result.success
+    return {**result.output_for_node("probe_eval"), "loads": loads}
+
+
+def test_base_eval_is_cached_by_base_rows_and_settings(tmp_path: Path, scratch_model_dir: Path):
+    instance = DagsterInstance.ephemeral()
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    base = Artifact(scratch_model_dir, "scratch-v1")
+
+    first = _run(instance, store, base, Probe())
+    assert first["loads"] == ["base"] and first["cache"]["hit"] is False
+    again = _run(instance, store, base, Probe())
+    assert again["loads"] == [], "a hit must not load or run the model"
+    assert again["cache"] == {**first["cache"], "hit": True}
+    assert again["generations"] == first["generations"]
+    assert again["metrics"]["perplexity"] == first["metrics"]["perplexity"]
+    # The cache is an artifact whose card names the base model it came from (lineage).
+    card = json.loads((tmp_path / "artifacts" / BASE_CACHE / first["cache"]["artifact"] / "card.json").read_text())
+    assert card["inputs"]["base_model"]["version"] == "scratch-v1"
+    assert card["config"]["cache_key"] == first["cache"]["key"]
+
+    for changed in (Probe(offset=1), Probe(max_new_tokens=9)):  # other rows, other length: a miss each
+        miss = _run(instance, store, base, changed)
+        assert miss["loads"] == ["base"] and miss["cache"]["hit"] is False
+        assert miss["cache"]["key"] != first["cache"]["key"]
+    other_base = _run(instance, store, Artifact(scratch_model_dir, "scratch-v2"), Probe())
+    assert other_base["cache"]["hit"] is False
