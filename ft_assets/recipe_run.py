@@ -101,7 +101,7 @@ def run_recipe(recipe: Recipe, check_only: bool = False):
 def report_path(result) -> Path | None:
     """The eval report this run wrote (not whatever is newest on disk)."""
     for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
+        materialization = event.step_materialization_data.materialization  # a DagsterEvent, not an EventLogEntry
         if materialization.asset_key.to_user_string() == "eval_report":
             value = materialization.metadata.get("report_json")
             return Path(value.value) if value is not None else None
