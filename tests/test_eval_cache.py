@@ -71,3 +71,37 @@ def test_base_eval_is_cached_by_base_rows_and_settings(tmp_path: Path, scratch_m
         assert miss["cache"]["key"] != first["cache"]["key"]
     other_base = _run(instance, store, Artifact(scratch_model_dir, "scratch-v2"), Probe())
     assert other_base["cache"]["hit"] is False
+
+
+def test_forgetting_base_side_comes_from_the_shared_cache(tmp_path: Path, scratch_model_dir: Path):
+    """eval_report's forgetting set: the base side is cached like the task's; the tuned side is always run."""
+    from conftest import SHARED_DATASETS
+
+    from ft_assets.evaluation.assets import _forgetting
+    from ft_assets.tasks.common import load_task
+
+    gsm8k = SHARED_DATASETS / "gsm8k" / "test.jsonl"
+    if not gsm8k.is_file():
+        import pytest
+
+        pytest.skip(f"{gsm8k} is missing")
+    task = load_task("text_to_sql", forgetting={"path": str(gsm8k), "scorer": "numeric_match", "max_examples": 3,
+                                                "max_new_tokens": 6, "tolerance": 0.05})
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    base = Artifact(scratch_model_dir, "scratch-v1")
+    outs = []
+
+    @asset
+    def forgetting_probe(context: AssetExecutionContext, artifact_store: ArtifactStore):
+        return _forgetting(context, task, base, ("merged", scratch_model_dir), GenerationSettings(8, 4),
+                           artifact_store, True)
+
+    instance = DagsterInstance.ephemeral()
+    for _ in range(2):
+        result = materialize([forgetting_probe], instance=instance, resources={"artifact_store": store})
+        assert result.success
+        outs.append(result.output_for_node("forgetting_probe"))
+    first, second = outs
+    assert first["n"] == 3 and first["tuned_model"] == "merged"
+    assert first["base_cache"]["hit"] is False and second["base_cache"] == {**first["base_cache"], "hit": True}
+    assert second["base"] == first["base"] and second["tuned"] == first["tuned"]
