@@ -23,6 +23,8 @@ from dagster._core.definitions.op_definition import OpDefinition
 from dagster._core.executor.base import Executor
 from pydantic import ValidationError
 
+GUARD_NOTE = "(each run's config checked whole first: ft_assets.config_guard)"
+
 
 class RunConfigError(ValueError):
     """The run config cannot work; the message lists each field and what to change."""
@@ -99,4 +101,4 @@ def guarded_executor(inner: ExecutorDefinition = multi_or_in_process_executor) -
     return ExecutorDefinition(
         name=inner.name, config_schema=inner.config_schema, requirements=inner.get_requirements,
         executor_creation_fn=lambda init_context: _GuardedExecutor(inner.executor_creation_fn(init_context)),
-        description=inner.description)
+        description=f"{inner.description or inner.name} {GUARD_NOTE}")

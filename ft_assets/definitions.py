@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, multi_or_in_process_executor
 
 from data_checks.checks import clean_records_gate, deduped_records_gate, sft_dataset_gate
 from data_checks.preference_checks import preference_dataset_gate
 from ft_assets.automation.conditions import with_retrain_automation
 from ft_assets.automation.sensors import build_automation_sensor, build_drop_sensor, ingest_drop
+from ft_assets.config_guard import guarded_executor
 from ft_assets.data.assets import clean_records, deduped_records, raw_records, sft_dataset
 from ft_assets.data.preference_assets import preference_dataset
 from ft_assets.evaluation.assets import eval_report
@@ -51,6 +52,8 @@ def build_defs(resources: dict | None = None) -> Definitions:
     asset_names = {a.key.to_user_string() for a in all_assets}
     return Definitions(assets=with_retrain_automation(all_assets), asset_checks=gates,
                        jobs=[ingest_drop, *build_jobs(asset_names)], sensors=sensors,
+                       # every run's config checked whole before any step (bad values name their field)
+                       executor=guarded_executor(multi_or_in_process_executor),
                        resources=resources if resources is not None else build_resources())
 
 

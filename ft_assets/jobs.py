@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from dagster import AssetKey, AssetSelection, define_asset_job
 
-from ft_assets.config_guard import guarded_executor
 from ft_assets.recipes import RECIPES_DIR, Recipe, available_recipes, load_recipe, run_config
 from resources.paths import default_drops_dir
 
@@ -33,12 +32,11 @@ def recipe_job(recipe: Recipe, asset_names: set[str]) -> UnresolvedAssetJobDefin
     return define_asset_job(recipe.job_name, selection=recipe_selection(asset_names, recipe),
                             config=run_config(recipe, default_drops_dir(), asset_names),
                             description=f"recipe {recipe.path.name}: {recipe.description}",
-                            tags={RECIPE_TAG: recipe.name}, executor_def=guarded_executor())
+                            tags={RECIPE_TAG: recipe.name})
 
 
 def build_jobs(asset_names: set[str]) -> list[UnresolvedAssetJobDefinition]:
     """``end_to_end`` (ingested drops to registered model; any recipe's run config fits it) and one job per recipe."""
     end_to_end = define_asset_job("end_to_end", selection=recipe_selection(asset_names),
-                                  description="ingested drops to registered model, with any recipe's run config",
-                                  executor_def=guarded_executor())  # bad values refused before any step
+                                  description="ingested drops to registered model, with any recipe's run config")
     return [end_to_end] + [recipe_job(load_recipe(name), asset_names) for name in available_recipes(RECIPES_DIR)]

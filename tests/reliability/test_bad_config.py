@@ -84,6 +84,17 @@ def test_launchpad_negative_zero_or_out_of_range_values_fail_before_any_step(tmp
         assert line is not None and says in line, f"ops.{op}.config.{field} not refused as {says!r}: {text}"
 
 
+def test_every_launchpad_job_runs_behind_the_config_guard():
+    """The asset graph's Materialize (Dagster's implicit job), end_to_end and every recipe job execute through the
+    guarded executor, so none of them can start a step on a bad value (the runs above show what it does)."""
+    from ft_assets.config_guard import GUARD_NOTE
+
+    defs = _defs()
+    jobs = [defs.resolve_implicit_global_asset_job_def(), *defs.resolve_all_job_defs()]
+    unguarded = [j.name for j in jobs if GUARD_NOTE not in (j.executor_def.description or "")]
+    assert not unguarded, f"jobs whose runs skip the config check: {unguarded}"
+
+
 @pytest.mark.parametrize("config, says", [
     ({"max_steps": "ten"}, 'Value "ten" of type "<class \'str\'>" is not valid for expected type "Int"'),
     ({"lerning_rate": 1e-3}, 'unexpected config entry "lerning_rate" at path root:ops:sft_adapter:config'),
