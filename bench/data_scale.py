@@ -79,13 +79,32 @@ class _Clock:
     def __init__(self) -> None:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.peak_mb: dict[str, int] = {}
 
     def __call__(self, stage: str, fn, *args):
+        _reset_peak_rss()
         wall, cpu = time.perf_counter(), time.process_time()
         out = fn(*args)
         self.wall[stage] = time.perf_counter() - wall
         self.cpu[stage] = time.process_time() - cpu
+        self.peak_mb[stage] = _peak_rss_mb()
         return out
+
+
+def _reset_peak_rss() -> None:
+    """Linux: start the process's resident high-water mark afresh, so each stage reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> int | None:
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) // 1024
 
 
 def run_one(rows: int, seed: int, work: Path) -> dict:
@@ -153,6 +172,7 @@ def run_one(rows: int, seed: int, work: Path) -> dict:
         "cpu_seconds": {k: round(v, 2) for k, v in clock.cpu.items()},
         "rows_per_s": {k: round(rows / v) if v else None for k, v in clock.wall.items()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "stage_peak_rss_mb": clock.peak_mb,
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
 
@@ -176,21 +196,23 @@ def near_compare(rows: int, work: Path) -> dict:
     out: dict = {"docs": len(texts), "ours": {"seconds": round(ours_s, 2), "docs_per_s": round(len(texts) / ours_s),
                                               "removed": len(ours)}}
     try:
-        theirs, theirs_s, version = _datatrove_removed(texts, work / f"datatrove{rows}")
+        theirs, theirs_s, version, steps = _datatrove_removed(texts, work / f"datatrove{rows}")
     except Exception as exc:  # noqa: BLE001 - a missing or broken install is reported, not fatal
         out["datatrove"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         return out
     both = len(ours & theirs)
-    out["datatrove"] = {"version": version, "seconds": round(theirs_s, 2), "docs_per_s": round(len(texts) / theirs_s),
-                        "removed": len(theirs), "config": "defaults (5-grams, 14 buckets x 8 hashes) but "
-                        "hash_fc=sha1: its default xxhash call fails with the installed xxhash 4"}
+    out["datatrove"] = {
+        "version": version, "seconds": round(theirs_s, 2), "docs_per_s": round(len(texts) / theirs_s),
+        "removed": len(theirs), "step_seconds": dict(zip(("signatures", "buckets", "clusters"), steps, strict=True)),
+        "config": "defaults (5-grams, 14 buckets x 8 hashes, spaCy English words) but hash_fc=sha1: its default "
+                  "xxhash call fails with the installed xxhash 4 (str no longer accepted)"}
     out["removed_by_both"] = both
     out["agreement_jaccard"] = round(both / max(len(ours | theirs), 1), 4)
     out["speed_ratio_ours_over_datatrove"] = round(theirs_s / ours_s, 2)
     return out
 
 
-def _datatrove_removed(texts: list[str], folder: Path) -> tuple[set[int], float, str]:
+def _datatrove_removed(texts: list[str], folder: Path) -> tuple[set[int], float, str, list[float]]:
     import shutil
     from importlib.metadata import version
 
@@ -214,12 +236,15 @@ def _datatrove_removed(texts: list[str], folder: Path) -> tuple[set[int], float,
                                    config=config)], config.num_buckets),
              ([MinhashDedupCluster(input_folder=str(folder / "buckets"), output_folder=str(folder / "remove"),
                                    config=config)], 1)]
-    for pipeline, tasks in steps:
-        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(folder / f"logs{tasks}"),
+    step_seconds = []
+    for (pipeline, tasks), name in zip(steps, ("signatures", "buckets", "clusters"), strict=True):
+        step = time.perf_counter()
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(folder / f"logs_{name}"),
                               skip_completed=False).run()
+        step_seconds.append(round(time.perf_counter() - step, 2))
     seconds = time.perf_counter() - started
     removed = {int(i) for f in sorted((folder / "remove").glob("*.remove")) for i in np.fromfile(f, dtype="<u4")}
-    return removed, seconds, version("datatrove")
+    return removed, seconds, version("datatrove"), step_seconds
 
 
 def _exponents(small: dict, large: dict, key: str) -> dict:

@@ -218,6 +218,8 @@ def _may_match(kind: str, text: str, folded: str, has_digit: bool) -> bool:
 
 def redact_pii(text: str, counts: Counter) -> str:
     """Replace PII with ``[KIND]`` placeholders, counting each redaction under its kind."""
+    if not text:  # most rows leave system / chosen / rejected empty
+        return text
     folded, has_digit = text.casefold(), _has_digit(text)
     for kind, pattern in PII_PATTERNS.items():
         if not _may_match(kind, text, folded, has_digit):
