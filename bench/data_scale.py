@@ -190,26 +190,36 @@ def near_compare(rows: int, work: Path) -> dict:
     records = exact_dedup(files.read_records(work / f"clean{rows}")).records
     texts = example_texts(records.sort_values(["drop_id", "line_no"], kind="stable").reset_index(drop=True))
     del records
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     ours = {dup for _, dup, _ in find_near_duplicates(texts)}
-    ours_s = time.perf_counter() - started
-    out: dict = {"docs": len(texts), "ours": {"seconds": round(ours_s, 2), "docs_per_s": round(len(texts) / ours_s),
-                                              "removed": len(ours)}}
+    ours_s, ours_cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    out: dict = {"docs": len(texts), "ours": {"seconds": round(ours_s, 2), "cpu_seconds": round(ours_cpu, 2),
+                                              "docs_per_s": round(len(texts) / ours_s), "removed": len(ours)}}
     try:
+        cpu = _cpu_seconds()
         theirs, theirs_s, version, steps = _datatrove_removed(texts, work / f"datatrove{rows}")
+        theirs_cpu = _cpu_seconds() - cpu
     except Exception as exc:  # noqa: BLE001 - a missing or broken install is reported, not fatal
         out["datatrove"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         return out
     both = len(ours & theirs)
     out["datatrove"] = {
-        "version": version, "seconds": round(theirs_s, 2), "docs_per_s": round(len(texts) / theirs_s),
+        "version": version, "seconds": round(theirs_s, 2), "cpu_seconds": round(theirs_cpu, 2),
+        "docs_per_s": round(len(texts) / theirs_s),
         "removed": len(theirs), "step_seconds": dict(zip(("signatures", "buckets", "clusters"), steps, strict=True)),
         "config": "defaults (5-grams, 14 buckets x 8 hashes, spaCy English words) but hash_fc=sha1: its default "
                   "xxhash call fails with the installed xxhash 4 (str no longer accepted)"}
     out["removed_by_both"] = both
     out["agreement_jaccard"] = round(both / max(len(ours | theirs), 1), 4)
     out["speed_ratio_ours_over_datatrove"] = round(theirs_s / ours_s, 2)
+    out["cpu_ratio_datatrove_over_ours"] = round(theirs_cpu / ours_cpu, 2)
     return out
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (datatrove's executor may fork)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _datatrove_removed(texts: list[str], folder: Path) -> tuple[set[int], float, str, list[float]]:
