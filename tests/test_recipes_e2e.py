@@ -55,8 +55,8 @@ def test_gsm8k_recipe_reports_numeric_metrics_and_no_sql(tmp_path):
 @pytest.mark.skipif(not (SHARED / "sql_eval").is_dir(), reason="../shared/datasets/sql_eval is missing")
 @pytest.mark.skipif(not GGUF.is_file(), reason="SmolLM2 GGUF missing: run `make model`")
 def test_a_short_smollm2_fine_tune_lifts_a_classification_task_and_the_gate_decides_on_it(tmp_path):
-    report, out = ftops_run(tmp_path, "sql-category-classification", f"base_model.gguf_path={GGUF}", "training.max_steps=20",
-                            "quantize.methods=[bnb-int8]")
+    report, out = ftops_run(tmp_path, "sql-category-classification", f"base_model.gguf_path={GGUF}",
+                            "training.max_steps=20", "quantize.methods=[bnb-int8]")
     models = report["models"]
     assert report["primary_metric"] == "accuracy"
     print(out.split("HTML report")[0])
