@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,14 +44,20 @@ class ArtifactStore(ConfigurableResource):
         """Record that ``key`` (a hash of inputs + config + code) produced ``artifact``."""
         index = Path(self.root) / asset_name / ".keys"
         index.mkdir(parents=True, exist_ok=True)
-        (index / key).write_text(json.dumps({"version": artifact.version, "path": str(artifact.path)}))
+        # Whole or not at all: a process killed mid-write must not leave a torn entry that breaks the next lookup.
+        tmp = index / f".{key}.{os.getpid()}"
+        tmp.write_text(json.dumps({"version": artifact.version, "path": str(artifact.path)}))
+        os.replace(tmp, index / key)
 
     def lookup(self, asset_name: str, key: str) -> Artifact | None:
         """The artifact ``key`` produced before, if it still exists."""
         entry = Path(self.root) / asset_name / ".keys" / key
         if not entry.is_file():
             return None
-        data = json.loads(entry.read_text())
+        try:
+            data = json.loads(entry.read_text())
+        except ValueError:  # torn by a crash before writes were atomic: as if never recorded
+            return None
         artifact = Artifact(Path(data["path"]), data["version"])
         return artifact if (artifact.path / "card.json").is_file() else None
 
