@@ -163,6 +163,32 @@ def set_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
+def score_labelled_positions_only() -> bool:
+    """Make trl's fused LM head project only the positions that carry a label on CPU too; whether it applies.
+
+    trl scores only labelled positions on Triton devices and every position elsewhere, to keep tile shapes fixed
+    for compilers (Neuron). Eager CPU compiles nothing, and with the loss on completions only (a quarter of the
+    demo's tokens) the vocabulary projection of every prompt position was wasted, in the forward and again in
+    the backward. The per-token results at labelled positions are the same either way.
+    """
+    try:
+        from trl.trainer import utils
+    except ImportError:
+        return False
+    original = getattr(utils, "_use_triton", None)
+    if original is None:  # trl moved its internals: keep its behaviour
+        return False
+    if getattr(original, "cpu_compact", False):
+        return True
+
+    def compact_on_cpu(device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact_on_cpu.cpu_compact = True
+    utils._use_triton = compact_on_cpu
+    return True
+
+
 def zero_stage(deepspeed: dict | str | None) -> int | None:
     """The ZeRO stage of a DeepSpeed config (dict or JSON path); ``None`` without DeepSpeed."""
     if not deepspeed:

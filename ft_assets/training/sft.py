@@ -92,6 +92,7 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
     if params.method not in METHODS:
         raise ValueError(f"unknown method {params.method!r}; choose one of {', '.join(METHODS)}")
     core.set_threads(params.num_threads)
+    compact_head = core.score_labelled_positions_only()
     rows = _chat_rows(params.train_path)
     if not rows:
         raise ValueError(f"no training examples in {params.train_path}")
@@ -157,6 +158,7 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
         "examples": len(rows),
         "eval_examples": len(eval_rows),
         "label_mask": mask,
+        "lm_head_positions": "labelled only" if compact_head else "all",
         "kept": kept_checkpoint(trainer, params.keep, evaluating, params.early_stopping_patience),
         "params": core.params_for_summary(params),
         **({"hpo_trial": reporting[0].outcome} if reporting else {}),
