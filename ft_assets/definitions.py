@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, multi_or_in_process_executor
+from dagster import Definitions, ExecutorDefinition, multi_or_in_process_executor
 
 from data_checks.checks import clean_records_gate, deduped_records_gate, sft_dataset_gate
 from data_checks.preference_checks import preference_dataset_gate
@@ -46,14 +46,19 @@ gates = [*data_gates, *training_gates, *model_gates]
 sensors = [build_drop_sensor(), build_automation_sensor()]
 
 
-def build_defs(resources: dict | None = None) -> Definitions:
+def build_defs(resources: dict | None = None, *, sensor_defs: list | None = None,
+               executor: ExecutorDefinition | None = None) -> Definitions:
     """The code location: every asset and gate, ``ingest_drop``, ``end_to_end`` and one job per recipe, the sensors,
-    and a resource set (``build_resources()``: the deployment ``FTOPS_DEPLOYMENT`` names, embedded by default)."""
+    and a resource set (``build_resources()``: the deployment ``FTOPS_DEPLOYMENT`` names, embedded by default).
+
+    ``sensor_defs`` and ``executor`` replace the sensors and Dagster's default executor (test code locations
+    tick faster or run each run in one process)."""
     asset_names = {a.key.to_user_string() for a in all_assets}
     return Definitions(assets=with_retrain_automation(all_assets), asset_checks=gates,
-                       jobs=[ingest_drop, *build_jobs(asset_names)], sensors=sensors,
+                       jobs=[ingest_drop, *build_jobs(asset_names)],
+                       sensors=sensors if sensor_defs is None else sensor_defs,
                        # every run's config checked whole before any step (bad values name their field)
-                       executor=guarded_executor(multi_or_in_process_executor),
+                       executor=guarded_executor(executor or multi_or_in_process_executor),
                        resources=resources if resources is not None else build_resources())
 
 

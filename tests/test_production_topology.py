@@ -9,10 +9,15 @@ that find each other through deploy/workspace.yaml (host and port pointed at loo
    recipe's job on a scratch model; the run's process is killed mid-training (after a checkpoint); the run is
    marked failed, the daemon's run retries launch a retry from the failure, training resumes from the
    checkpoint and the retry succeeds;
-2. ``ftops models list`` and ``ftops lineage`` answer from the Postgres-backed instance.
+2. ``ftops models list`` and ``ftops lineage`` answer from the Postgres-backed instance;
+3. a new drop retrains by itself: the operator starts the sensors (``dagster sensor start``), a drop lands in
+   ``FTOPS_DROPS_DIR``, the daemon's drop sensor requests its ingest run, the automation sensor the retrain,
+   and ``ftops models list`` / ``ftops lineage`` show a new model version built from that drop.
 
-Not here, to keep this test within minutes on two cores: drop -> sensor -> retrain (tests/test_daemon_e2e.py
-runs it against ``dagster dev`` on the embedded instance; the sensors are loaded here but stopped).
+The sensors ship RUNNING (ft_assets/definitions.py). Here they are paused with ``dagster sensor stop`` before
+the daemon starts, as an operator pauses automation while moving data in: a running automation sensor would
+answer the drops ingested for step 1 with a second full retrain racing the client's run on two cores. The
+stored state (in Postgres) overrides the code's default until ``dagster sensor start`` turns them on for step 3.
 
 Run with ``-s`` to see the timings. Skips without Debian's postgresql unless FTOPS_REQUIRE_POSTGRES is set.
 """
@@ -38,6 +43,7 @@ from ft_assets.recipes import load_recipe, run_config
 from resources import RawDrops
 from tests.dagster_dev import LOCATIONS_QUERY, free_port
 from tests.postgres_server import postgres_bin, postgres_server
+from tests.test_daemon_e2e import good_drop
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,7 +54,19 @@ RECIPE_OVERRIDES = ["base_model.source=scratch", "training.max_steps=16", "train
                     "training.per_device_train_batch_size=4", "dpo.max_steps=2", "task.forgetting=",
                     "eval.max_examples=6", "eval.max_new_tokens=16", "quantize.methods=[bnb-int8]", "policy=sft",
                     "gates.min_exact_match_gain=0", "gates.max_runaway_rate=1",
-                    "gates.quantized_exact_match_tolerance=1"]
+                    "gates.quantized_exact_match_tolerance=1", "data.demo_records=200"]
+# The retrain in step 3 runs with the assets' default config (automation passes no run config): the small demo
+# drops above and the new drop keep its data, and so its evaluation, small.
+NEW_DROP, NEW_DROP_ROWS = "fresh-001", 100
+SENSORS = ("new_drops", "retrain_automation")
+SENSORS_QUERY = """
+query Sensors($selector: RepositorySelector!) {
+  sensorsOrError(repositorySelector: $selector) {
+    __typename
+    ... on Sensors { results { name sensorState { status ticks(limit: 1) { status timestamp } } } }
+    ... on PythonError { message }
+  }
+}"""
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("FTOPS_REQUIRE_POSTGRES"),
                                 reason="Debian's postgresql is not installed (make postgres)")
@@ -118,6 +136,34 @@ def ftops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+def dagster(env: dict[str, str], *args: str) -> str:
+    """The ``dagster`` CLI as an operator runs it (against the instance and the workspace's code server)."""
+    done = subprocess.run([str(BIN / "dagster"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, f"dagster {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def sensor_states(client) -> dict[str, dict]:
+    """Each sensor's status and latest tick, as the webserver (and so the UI) reports them."""
+    answer = client._execute(SENSORS_QUERY, {"selector": {"repositoryLocationName": "ftops",
+                                                          "repositoryName": "__repository__"}})["sensorsOrError"]
+    assert answer["__typename"] == "Sensors", answer
+    return {s["name"]: {"status": s["sensorState"]["status"],
+                        "tick": (s["sensorState"]["ticks"] or [None])[0]} for s in answer["results"]}
+
+
+def audited(env: dict[str, str], model_id: str) -> dict:
+    """``ftops lineage --json`` for one model version; fails naming the audit's problems unless it verifies."""
+    audit = ftops(env, "lineage", model_id, "--json")
+    try:
+        chain = json.loads(audit.stdout)
+    except ValueError:
+        raise AssertionError(f"ftops lineage {model_id}: {audit.stdout[-3000:]}{audit.stderr}") from None
+    assert audit.returncode == 0 and chain["verified"] is True, (model_id, chain.get("problems"))
+    return chain
+
+
 def run_worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
     for record in instance.all_logs(run_id):
         message = record.message or ""
@@ -185,10 +231,13 @@ def test_production_topology(tmp_path, monkeypatch):
                 workspace_args = ["-w", str(tmp_path / "workspace.yaml")]
                 stack.start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
                                           *workspace_args])
+                for name in SENSORS:  # paused before the daemon's first tick (see the module docstring)
+                    dagster(full_env, "sensor", "stop", name, *workspace_args)
                 stack.start("daemon", [str(BIN / "dagster-daemon"), "run", *workspace_args])
                 client = DagsterGraphQLClient("127.0.0.1", port_number=web_port, timeout=60)
                 wait_for("the code location loaded in the webserver", lambda: location_loaded(client), 240, stack)
                 timings["stack_ready_s"] = time.monotonic() - started
+                assert {n: s["status"] for n, s in sensor_states(client).items()} == dict.fromkeys(SENSORS, "STOPPED")
 
                 # 1. The recipe's job from an external client; its run worker killed mid-training.
                 launched = time.time()
@@ -228,13 +277,57 @@ def test_production_topology(tmp_path, monkeypatch):
                 first_models = json.loads(listed.stdout)["models"]
                 assert first_models and {m["run_id"] for m in first_models} == {retry_run.run_id}, listed.stdout
                 newest = max(first_models, key=lambda m: m["created_at"] or "")
-                audit = ftops(full_env, "lineage", newest["id"], "--json")
-                assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr
-                chain = json.loads(audit.stdout)
-                assert chain["verified"] is True, chain
+                chain = audited(full_env, newest["id"])
                 assert chain["evaluation"]["run_id"] == retry_run.run_id
                 assert all(key in json.dumps(chain["raw_drops"]) for key in drop_keys), (drop_keys, chain["raw_drops"])
 
+                # 3. A new drop retrains by itself once the operator starts the sensors.
+                sensors_started = time.time()
+                dagster(full_env, "sensor", "start", "--start-all", *workspace_args)
+                # The automation sensor's first evaluation is its baseline: a data version that changed before
+                # it could not count as a change. Drop the file once both sensors have ticked.
+                wait_for("a first tick of both sensors", lambda: all(
+                    s["status"] == "RUNNING" and s["tick"] and s["tick"]["timestamp"] >= sensors_started
+                    for s in sensor_states(client).values()), 120, stack)
+                timings["sensors_started_to_first_ticks_s"] = time.time() - sensors_started
+                (home / "drops").mkdir(parents=True, exist_ok=True)
+                written = time.time()
+                sha = good_drop(home / "drops" / f"{NEW_DROP}.jsonl", NEW_DROP_ROWS, seed=11)
+
+                def ingest_run():
+                    records = instance.get_run_records(RunsFilter(tags={"dagster/partition": NEW_DROP}))
+                    return records[0] if records else None
+
+                ingest = wait_for("the drop sensor's ingest run", ingest_run, 120, stack)
+                assert ingest.dagster_run.tags["dagster/sensor_name"] == "new_drops"
+                assert ingest.dagster_run.tags["dagster/run_key"] == f"{NEW_DROP}:{sha[:16]}"
+
+                def new_version():
+                    event = instance.get_latest_materialization_event(AssetKey("registered_models"))
+                    return event if event is not None and event.run_id != retry_run.run_id else None
+
+                registered = wait_for("a new registered model version", new_version, 1200, stack, 2)
+                timings["drop_written_to_ingest_run_s"] = ingest.create_timestamp.timestamp() - written
+                timings["drop_written_to_new_model_version_s"] = registered.timestamp - written
+                wait_for("the retrain run to finish", lambda: client.get_run_status(registered.run_id)
+                         in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE), 120, stack)
+                assert client.get_run_status(registered.run_id) == DagsterRunStatus.SUCCESS, stack.logs()
+                retrain = instance.get_run_by_id(registered.run_id)
+                assert retrain.tags.get("dagster/sensor_name") == "retrain_automation", retrain.tags
+                assert retrain.run_id != ingest.dagster_run.run_id
+
+                listed = ftops(full_env, "models", "list", "--json")
+                assert listed.returncode == 0, listed.stderr
+                models = json.loads(listed.stdout)["models"]
+                assert {m["id"] for m in first_models} < {m["id"] for m in models}  # kept, and more
+                retrained = [m for m in models if m["run_id"] == retrain.run_id]
+                assert retrained, listed.stdout
+                chain = audited(full_env, retrained[0]["id"])
+                assert chain["evaluation"]["run_id"] == retrain.run_id
+                drops = {d["id"]: d for d in chain["raw_drops"]}
+                assert drops[NEW_DROP]["sha256"] == sha, chain["raw_drops"]
+                assert set(drop_keys) <= set(drops)  # trained on the earlier drops and the new one
+
             finally:
                 stack.stop()
-    print("\nproduction topology timings: " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
+                print("\nproduction topology timings: " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
