@@ -125,18 +125,28 @@ def cmd_data_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_registry():
-    """The registry and the Dagster instance, with every evaluated model version registered."""
-    from dagster import DagsterInstance
+def _open_registry(fast: bool = False):
+    """The registry, with every evaluated model version registered, and the Dagster instance.
 
-    from ft_assets.lineage.audit import sync
+    ``fast``: when the embedded instance recorded nothing since the last sync, the instance is None and
+    Dagster is not even imported (see ft_assets/lineage/freshness.py).
+    """
+    from ft_assets.lineage.freshness import instance_fingerprint, is_fresh, mark_synced
     from ft_assets.lineage.registry import Registry
     from resources.paths import default_registry_path
 
-    ensure_dagster_home()
-    instance = DagsterInstance.get()
+    home = ensure_dagster_home()
     registry = Registry(default_registry_path())
+    if fast and is_fresh(registry, home):
+        return registry, None
+    from dagster import DagsterInstance
+
+    from ft_assets.lineage.audit import sync
+
+    fingerprint = instance_fingerprint(home)
+    instance = DagsterInstance.get()
     sync(registry, instance)
+    mark_synced(registry, home, fingerprint)
     return registry, instance
 
 
@@ -149,7 +159,7 @@ def _actor() -> str:
 def cmd_models_list(args: argparse.Namespace) -> int:
     import json
 
-    registry, _ = _open_registry()
+    registry, _ = _open_registry(fast=True)
     models = registry.versions()
     if args.json:
         print(json.dumps({"models": [m.as_dict() for m in models], "aliases": registry.aliases()}, indent=2))
@@ -224,12 +234,13 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     import json
 
     from ft_assets.lineage.audit import audit, render, trained_on
+    from ft_assets.lineage.freshness import stored_audit
     from ft_assets.lineage.registry import UnknownModel
 
     if bool(args.model) == bool(args.dataset):
         print("ftops lineage: give a model version, or --dataset VERSION", file=sys.stderr)
         return 2
-    registry, instance = _open_registry()
+    registry, instance = _open_registry(fast=True)
     if args.dataset:
         result = trained_on(registry, instance, args.dataset, synced=True)
         if args.json:
@@ -242,8 +253,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             if not result["models"]:
                 print(f"no registered model version was trained on {args.dataset}", file=sys.stderr)
         return 0 if result["models"] else 2
+    result = stored_audit(registry, args.model) if not args.refresh else None
+    if result is None and instance is None:  # not audited yet, or asked to look again: ask the instance
+        registry.close()
+        registry, instance = _open_registry()
     try:
-        result = audit(registry, instance, args.model, synced=True)
+        result = result or audit(registry, instance, args.model, synced=True)
     except UnknownModel as exc:
         print(f"ftops lineage: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -321,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("model", nargs="?", help="model id, alias or unique prefix (e.g. production)")
     lineage.add_argument("--dataset", help="sft_dataset/clean/deduped version, DVC md5, drop id or drop sha256")
     lineage.add_argument("--json", action="store_true")
+    lineage.add_argument("--refresh", action="store_true",
+                         help="audit again from the Dagster instance and the cards on disk, not the stored audit")
     lineage.set_defaults(func=cmd_lineage)
     from ft_assets.serving.cli import add_serve_parser
 

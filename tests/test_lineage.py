@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from dagster import AssetObservation
 
 from ft_assets.lineage.audit import audit, render, trained_on
 from ft_assets.lineage.registry import Registry
 from resources import ModelRegistry
+from tests.test_cli_imports import PROBE, REPO
 from tests.test_pipeline import SCRATCH_CONFIG, materialization, path_of, raw_partitions, run_graph
 from tests.test_registry import MODEL_CHAIN, ftops, real_instance
 
@@ -38,9 +42,7 @@ def registry(audited):
 
 def test_the_chain_is_complete_and_matches_the_recorded_materializations(audited, registry):
     result, instance, tmp_path = audited
-    started = time.perf_counter()
     chain = audit(registry, instance, "production")
-    elapsed = time.perf_counter() - started
     assert chain["verified"], chain["problems"]
     assert chain["model"]["id"] == f"merged_model@{path_of(instance, 'merged_model').name}"
     nodes = {n["name"]: n for n in chain["chain"]}
@@ -84,7 +86,6 @@ def test_the_chain_is_complete_and_matches_the_recorded_materializations(audited
     assert [(m["alias"], m["actor"]) for m in chain["promotions"]] == [
         ("candidate", f"dagster run {result.run_id}"), ("production", f"dagster run {result.run_id}")]
     assert materialization(instance, "registered_models").metadata["production"].value == chain["model"]["id"]
-    assert elapsed < 2.0, f"audit took {elapsed:.2f}s"
     text = render(chain)
     assert "verified: Dagster records and artifact cards agree" in text and "production" in text
 
@@ -113,9 +114,7 @@ def test_reverse_lookup_finds_the_models_trained_on_a_dataset_version(audited, r
 
 def test_cli_prints_and_emits_json(audited):
     _, instance, tmp_path = audited
-    started = time.perf_counter()
     code, out = ftops(tmp_path, "lineage", "production", "--json")
-    wall = time.perf_counter() - started
     emitted = json.loads(out)
     assert code == 0 and emitted["verified"] and emitted["model"]["aliases"] == ["candidate", "production"]
     code, text = ftops(tmp_path, "lineage", path_of(instance, "merged_model").name[:8])
@@ -127,8 +126,37 @@ def test_cli_prints_and_emits_json(audited):
     code, out = ftops(tmp_path, "lineage", "--dataset", md5, "--json")
     assert code == 0 and len(json.loads(out)["models"]) == 3
     assert ftops(tmp_path, "lineage", "nothing-like-this")[0] == 2
-    # The whole command, interpreter start-up included; generous, as CI machines are shared.
-    assert wall < 10, f"ftops lineage took {wall:.1f}s"
+
+
+def _probe(tmp_path: Path, *argv: str) -> dict:
+    """``ftops ARGV`` in its own process: exit code, output and the top-level modules it imported."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "FTOPS_USER": "auditor",
+           "FTOPS_REGISTRY": str(tmp_path / "registry.sqlite"), "GX_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_readers_skip_dagster_until_the_instance_records_something_new(audited):
+    """Issue 12.4: importing and opening Dagster alone costs >2 s of CPU on a busy 2-core box, so once the
+    registry has caught up and a version is audited, lineage and models list answer from the registry."""
+    _, instance, tmp_path = audited
+    audited_once = json.loads(ftops(tmp_path, "lineage", "production", "--json")[1])
+    ftops(tmp_path, "models", "list", "--json")  # catches up with the instance
+    again = _probe(tmp_path, "lineage", "production", "--json")
+    assert again["code"] == 0 and "dagster" not in again["modules"]
+    assert json.loads(again["out"]) == audited_once
+    listed = _probe(tmp_path, "models", "list", "--json")
+    assert listed["code"] == 0 and "dagster" not in listed["modules"]
+    assert len(json.loads(listed["out"])["models"]) == 3
+    # Something new in the instance: the next reader syncs with it again.
+    instance.report_runless_asset_event(AssetObservation(asset_key="registered_models", description="probe"))
+    assert "dagster" in _probe(tmp_path, "models", "list", "--json")["modules"]
+    assert "dagster" not in _probe(tmp_path, "models", "list", "--json")["modules"]
+    # --refresh audits from the instance and the cards again.
+    refreshed = _probe(tmp_path, "lineage", "production", "--json", "--refresh")
+    assert "dagster" in refreshed["modules"] and json.loads(refreshed["out"])["verified"]
 
 
 def test_a_card_that_disagrees_with_dagster_fails_the_audit(audited, registry):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ft_assets.lineage.freshness import store_audit
 from ft_assets.lineage.registry import ModelVersion, Registry, UnknownModel, gates_for_variant, model_id
 
 if TYPE_CHECKING:
@@ -408,7 +409,7 @@ def audit(registry: Registry, instance: DagsterInstance, ref: str, synced: bool 
                 problems.append(f"eval_report {eval_node['version']} evaluated {model.asset} "
                                 f"{eval_node['inputs'].get(model.asset)}, not {model.version}")
     base = nodes.get("base_model", {}).get("card", {}).get("base_model") or {}
-    return {
+    result = {
         "model": {**model.as_dict(), "aliases": model.aliases},
         "raw_drops": raw_drops(nodes),
         "datasets": {name: {"version": n["version"], "dvc_md5": n["dvc_md5"], "data_version": n["data_version"],
@@ -427,6 +428,9 @@ def audit(registry: Registry, instance: DagsterInstance, ref: str, synced: bool 
         "verified": not problems,
         "problems": problems,
     }
+    if evaluation is not None and not problems:  # a registered, verified chain is final: later readers skip Dagster
+        store_audit(registry, result)
+    return result
 
 
 def trained_on(registry: Registry, instance: DagsterInstance, value: str, synced: bool = False) -> dict:
