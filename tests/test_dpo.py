@@ -246,3 +246,27 @@ def test_too_few_pairs_fail_the_gate_and_block_dpo(tmp_path):
     assert not evaluation.passed and "expect_table_row_count_to_be_between" in evaluation.description
     assert materialization(instance, "preference_dataset") is not None
     assert materialization(instance, "dpo_adapter") is None
+
+
+def test_a_not_trained_stage_gets_its_own_version_per_input(tmp_path):
+    """Two retrains with no preference pairs: each 'not trained' artifact names its own inputs (the reason alone
+    hashed to one version, so every later run reused the first run's card and broke its lineage)."""
+    from types import SimpleNamespace
+
+    from dagster import AssetKey
+
+    from ft_assets.lineage.artifacts import Artifact
+    from ft_assets.training.wiring import not_trained_output
+    from resources import ArtifactStore
+
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    published = []
+    for run, version in (("run-1", "aaaa"), ("run-2", "bbbb")):
+        context = SimpleNamespace(asset_key=AssetKey("dpo_adapter"), run=SimpleNamespace(run_id=run),
+                                  log=SimpleNamespace(info=lambda _: None))
+        inputs = {"preference_dataset": Artifact(path=tmp_path / version, version=version)}
+        published.append(not_trained_output(context, store, "dpo_adapter", inputs, {}, "no preference pairs").value)
+    first, second = published
+    assert first.version != second.version
+    assert second.card()["run_id"] == "run-2"
+    assert second.card()["inputs"]["preference_dataset"]["version"] == "bbbb"

@@ -76,6 +76,9 @@ def not_trained_output(context: AssetExecutionContext, artifact_store: ArtifactS
     instead of yielding nothing: Dagster would skip every step downstream, and the lineage would not say why."""
     context.log.info(f"{asset_name} not trained: {reason}")
     with artifact_store.stage(asset_name) as staging:
-        (staging / "NOT_TRAINED").write_text(reason + "\n")
+        # The inputs' versions are part of the content, so the version (a content hash) is this run's own: with
+        # the reason alone, every later "not trained" artifact would reuse the first one's card and lineage.
+        inputs_of = {name: a.version for name, a in sorted(inputs.items())}
+        (staging / "NOT_TRAINED").write_text(json.dumps({"reason": reason, "inputs": inputs_of}, indent=2) + "\n")
         artifact = artifact_store.publish(staging, card(context, inputs, settings, trained=False, reason=reason))
     return artifact_output(artifact, inputs, trained=False, reason=reason)
