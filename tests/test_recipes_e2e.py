@@ -50,8 +50,6 @@ def test_gsm8k_recipe_reports_numeric_metrics_and_no_sql(tmp_path):
     assert "numeric_match" in out
 
 
-@pytest.mark.skipif(os.environ.get("FTOPS_E2E_RECIPES") != "1",
-                    reason="the SmolLM2 fine-tune takes ~10 min on 2 cores: opt in with FTOPS_E2E_RECIPES=1")
 @pytest.mark.skipif(not (SHARED / "sql_eval").is_dir(), reason="../shared/datasets/sql_eval is missing")
 @pytest.mark.skipif(not GGUF.is_file(), reason="SmolLM2 GGUF missing: run `make model`")
 def test_a_short_smollm2_fine_tune_lifts_a_classification_task_and_the_gate_decides_on_it(tmp_path):
