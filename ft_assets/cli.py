@@ -308,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--field-map", default="", help="canonical=source, e.g. prompt=question,completion=query")
     validate.add_argument("--keep-newlines", action="store_true", help="keep line breaks (code, worked answers)")
     validate.add_argument("--max-drop-bytes", type=int, default=2 * 1024**3, help="decompressed bytes per file")
-    validate.add_argument("--max-rows", type=int, default=2_000_000, help="rows per file")
+    # The pre-flight holds what it checks in memory (the assets stream, up to 2,000,000 rows a file): 100,000
+    # rows keep it under ~1.5 GiB; past that the rest of a file is refused with a row naming the limit.
+    validate.add_argument("--max-rows", type=int, default=100_000,
+                          help="rows per file checked here (held in memory; the pipeline itself streams)")
     validate.set_defaults(func=cmd_data_validate)
     versions = data.add_parser("versions", help="list the DVC-tracked versions of a dataset asset")
     versions.add_argument("asset")
