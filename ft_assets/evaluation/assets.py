@@ -18,7 +18,8 @@ from ft_assets.evaluation.evaluate import (
     load_variant,
     markdown_table,
     reference_token_budget,
-    score_generations,
+    rescored,
+    task_identity,
 )
 from ft_assets.evaluation.forgetting import load_forgetting_rows
 from ft_assets.evaluation.gates import VARIANT_NAMES, all_gates, merged_matches_adapter
@@ -126,7 +127,6 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
     merge_identical = merged_matches_adapter(merge_check, model_gates.merge_logit_tolerance).passed
     results, reused, base_cache = {}, {}, {}
     settings = None
-    task_identity = {"name": the_task.name, "metrics": the_task.metrics, "system_prompt": the_task.system_prompt}
     with tempfile.TemporaryDirectory() as tmp:
         specs = the_task.prepare(Path(tmp))  # e.g. the demo builds its database here
         for name, variant in variants.items():
@@ -139,10 +139,8 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
             if source in ranked.get("generations", {}) and ranked["max_new_tokens"] == settings.max_new_tokens \
                     and ranked["perplexity"].get(source) is not None:
                 # Same model, same rows, same settings: the policy's generations and perplexity, nothing loaded.
-                results[name] = score_generations(ranked["generations"][source], rows, specs, primary)
-                results[name]["metrics"].update(perplexity=ranked["perplexity"][source], n=len(rows),
-                                                generation_seconds=0.0)
-                results[name]["generations"] = ranked["generations"][source]
+                results[name] = rescored(ranked["generations"][source], ranked["perplexity"][source], rows,
+                                         specs, primary)
                 reused[name] = f"policy ({source})"
                 if name == "base":
                     base_cache = ranked["base_cache"]
@@ -152,7 +150,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
             if name == "base" and generations is None:  # the policy did not rank: the shared base cache
                 results[name], base_cache = base_eval(
                     context, artifact_store, base_model, {"sft_dataset": sft_dataset}, rows, specs, primary, settings,
-                    task_identity, lambda: load_variant("base", base_model.path), enabled=config.cache_base)
+                    task_identity(the_task), lambda: load_variant("base", base_model.path), enabled=config.cache_base)
                 continue
             started = time.perf_counter()
             model, tokenizer = load_variant(variant["kind"], variant["path"], base_dir=base_model.path)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dagster import AssetExecutionContext
 
 from ft_assets.artifact_output import card
-from ft_assets.evaluation.evaluate import GenerationSettings, evaluate_model, score_generations
+from ft_assets.evaluation.evaluate import GenerationSettings, evaluate_model, rescored
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore
 
@@ -45,9 +45,7 @@ def base_eval(context: AssetExecutionContext, artifact_store: ArtifactStore, bas
     cached = artifact_store.lookup(BASE_CACHE, key) if enabled else None
     if cached is not None:
         hit = json.loads((cached.path / CACHE_FILE).read_text())
-        result = score_generations(hit["generations"], rows, specs, primary)
-        result["metrics"].update(perplexity=hit["perplexity"], n=len(rows), generation_seconds=0.0)
-        result["generations"] = hit["generations"]
+        result = rescored(hit["generations"], hit["perplexity"], rows, specs, primary)
         context.log.info(f"base model eval: cache hit {cached.version} (key {key}), no generation")
         return result, {"key": key, "hit": True, "artifact": cached.version}
     model, tokenizer = load()

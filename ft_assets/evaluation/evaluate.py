@@ -133,6 +133,21 @@ def evaluate_model(model, tokenizer, rows: list[dict], metric_specs: dict[str, d
     return result
 
 
+def rescored(generations: list[str], perplexity: float, rows: list[dict], metric_specs: dict[str, dict],
+             primary_metric: str) -> dict:
+    """``evaluate_model``'s result from generations and a perplexity computed earlier for the same model, rows and
+    settings (a cache hit, the policy asset's ranking): scored now, nothing loaded or generated."""
+    result = score_generations(generations, rows, metric_specs, primary_metric)
+    result["metrics"].update(perplexity=perplexity, n=len(rows), generation_seconds=0.0)
+    result["generations"] = generations
+    return result
+
+
+def task_identity(task) -> dict:
+    """What of a task changes its generations' scores or prompts: part of the base-eval cache key."""
+    return {"name": task.name, "metrics": task.metrics, "system_prompt": task.system_prompt}
+
+
 def reference_token_budget(tokenizer, rows: list[dict], margin: int = 16) -> int:
     """Generation length: the longest reference in tokens plus a margin (room for an end-of-turn and chatter)."""
     lengths = [len(tokenizer(r["completion"][-1]["content"], add_special_tokens=False)["input_ids"]) for r in rows]

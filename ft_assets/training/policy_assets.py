@@ -19,6 +19,7 @@ from ft_assets.evaluation.evaluate import (
     load_tokenizer,
     load_variant,
     reference_token_budget,
+    task_identity,
 )
 from ft_assets.evaluation.policy import choose_policy, preference_metrics
 from ft_assets.lineage.artifacts import CARD_NAME, Artifact
@@ -48,7 +49,6 @@ def _rank(context, config: PolicyConfig, task, base_model: Artifact, sft_dataset
     out: dict = {"record_ids": [r.get("record_id") for r in rows], "results": {},
                  "max_new_tokens": reference_token_budget(load_tokenizer(base_model.path), rows, config.token_margin)}
     settings = GenerationSettings(out["max_new_tokens"], config.batch_size)
-    identity = {"name": the_task.name, "metrics": the_task.metrics, "system_prompt": the_task.system_prompt}
     with tempfile.TemporaryDirectory() as tmp:
         specs = the_task.prepare(Path(tmp))
         for name, kind, path in [("base", "base", base_model.path),
@@ -56,8 +56,8 @@ def _rank(context, config: PolicyConfig, task, base_model: Artifact, sft_dataset
             if name == "base":
                 result, out["base_cache"] = base_eval(
                     context, artifact_store, base_model, {"sft_dataset": sft_dataset}, rows, specs,
-                    the_task.primary_metric, settings, identity, lambda: load_variant("base", base_model.path),
-                    enabled=config.cache_base)
+                    the_task.primary_metric, settings, task_identity(the_task),
+                    lambda: load_variant("base", base_model.path), enabled=config.cache_base)
             else:
                 model, tokenizer = load_variant(kind, path, base_dir=base_model.path)
                 result = evaluate_model(model, tokenizer, rows, specs, the_task.primary_metric, settings)
