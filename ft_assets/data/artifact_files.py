@@ -23,8 +23,16 @@ SPLITS = ("train", "eval")
 
 
 def write_records(directory: Path, records: pd.DataFrame, quarantine: pd.DataFrame | None = None,
-                  duplicates: pd.DataFrame | None = None) -> None:
-    records.to_parquet(directory / RECORDS_FILE, index=False)
+                  duplicates: pd.DataFrame | None = None, chunk_rows: int = 100_000) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # A slice at a time: the Arrow copy of a million-row frame would be GBs beside the frame itself.
+    schema = pa.Schema.from_pandas(records.iloc[0:0], preserve_index=False)
+    with pq.ParquetWriter(Path(directory) / RECORDS_FILE, schema) as writer:
+        for lo in range(0, max(len(records), 1), chunk_rows):
+            writer.write_table(pa.Table.from_pandas(records.iloc[lo: lo + chunk_rows], schema=schema,
+                                                    preserve_index=False))
     if quarantine is not None:
         write_quarantine(directory, quarantine)
     if duplicates is not None:

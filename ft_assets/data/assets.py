@@ -11,8 +11,9 @@ from ft_assets.automation.drops import DROP_SHA256_TAG, digest_stream
 from ft_assets.data import artifact_files as files
 from ft_assets.data.clean import CleanConfig
 from ft_assets.data.ingest import check_field_map
-from ft_assets.data.pipeline import clean_stage, dedup_stage, ingest_to_artifact, split_stage
-from ft_assets.data.records import reason_counts, reason_examples
+from ft_assets.data.pipeline import dedup_stage, ingest_to_artifact
+from ft_assets.data.records import reason_examples
+from ft_assets.data.streamed import clean_to_artifact, split_to_artifact
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, DvcResource, RawDrops
 
@@ -85,22 +86,22 @@ def clean_records(context: AssetExecutionContext, config: CleanRecordsConfig, ra
     if not keys:
         raise ValueError(f"no ingested drop matches clean_records.drops={config.drops}; ingested drops: "
                          f"{', '.join(sorted(raw_records))}")
-    records = pd.concat([files.read_records(raw_records[k].path) for k in keys], ignore_index=True)
     inputs = {f"raw_records[{k}]": raw_records[k] for k in keys}
     drops = {k: {**raw_records[k].card().get("drops", {}).get(k, {}), "raw_version": raw_records[k].version}
              for k in keys}
-    result = clean_stage(records, CleanConfig(**config.model_dump(exclude={"drops"})))
     with artifact_store.stage("clean_records") as staging:
-        files.write_records(staging, result.records, quarantine=result.quarantine)
+        # Streamed drop by drop, batch by batch (memory: a few batches); the accounting is checked before publish.
+        result = clean_to_artifact([raw_records[k].path for k in keys], staging,
+                                   CleanConfig(**config.model_dump(exclude={"drops"})))
         artifact = artifact_store.publish(staging, card(context, inputs, config.model_dump(),
                                                         pii_redacted=result.pii_counts, drops=drops))
     dvc_md5 = dvc.track("clean_records", artifact.path)
     return artifact_output(
         artifact, inputs, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        drops=MetadataValue.json(drops), rows_in=len(records), rows=len(result.records),
-        quarantined=len(result.quarantine),
-        quarantine_reasons=MetadataValue.json(reason_counts(result.quarantine)),
-        quarantine_examples=MetadataValue.json(reason_examples(result.quarantine)),
+        drops=MetadataValue.json(drops), rows_in=result.rows_in, rows=result.records,
+        quarantined=result.quarantined,
+        quarantine_reasons=MetadataValue.json(result.quarantine_reasons),
+        quarantine_examples=MetadataValue.json(reason_examples(result.quarantine_sample)),
         pii_redacted=MetadataValue.json(result.pii_counts), html_stripped=result.html_stripped,
     )
 
@@ -157,25 +158,23 @@ class SftDatasetConfig(Config):
 def sft_dataset(context: AssetExecutionContext, config: SftDatasetConfig, deduped_records: Artifact,
                 artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Chat-formatted prompt/completion examples, split into train and eval by content hash."""
-    records = files.read_records(deduped_records.path)
-    split = split_stage(records, config.eval_fraction, config.split_salt, config.decontamination_ngram,
-                        config.benchmark_files, every_assistant_turn=config.every_assistant_turn)
     with artifact_store.stage("sft_dataset") as staging:
-        for name, rows in split.splits.items():
-            files.write_examples(staging, name, rows)
+        # Streamed: eval first, then train a batch at a time against the eval prompts (see split_to_artifact).
+        split = split_to_artifact(deduped_records.path, staging, config.eval_fraction, config.split_salt,
+                                  config.decontamination_ngram, config.benchmark_files,
+                                  every_assistant_turn=config.every_assistant_turn)
         artifact = artifact_store.publish(staging, card(context, {"deduped_records": deduped_records},
                                                         config.model_dump()))
-    train, evaluation, removed = split.train, split.eval, split.decontaminated
-    example = train[0] if train else {}
+    removed = split.decontaminated_sample
     dvc_md5 = dvc.track("sft_dataset", artifact.path)
     return artifact_output(
         artifact, {"deduped_records": deduped_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        train_rows=len(train), eval_rows=len(evaluation), decontaminated_rows=len(removed),
+        train_rows=split.train, eval_rows=split.eval, decontaminated_rows=split.decontaminated,
         train_records=split.train_records,  # records behind train_rows (a chat gives one example per reply)
         preference_rows_set_aside=split.preference_rows,
         decontamination_examples=MetadataValue.md(pd.DataFrame(
             [{"train prompt": r["prompt"][-1]["content"][:80], "matched": r["matched"],
               "n-gram": r["matched_ngram"][:80]} for r in removed[:5]]).to_markdown(index=False) if removed
             else "(none)"),
-        example=MetadataValue.json(example),
+        example=MetadataValue.json(split.first_train),
     )

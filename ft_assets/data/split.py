@@ -77,10 +77,16 @@ def split_records(records: pd.DataFrame, eval_fraction: float = 0.12, salt: str 
     is an example (``every_assistant_turn``), in eval only the final reply is scored."""
     train, evaluation = [], []
     for row in _rows(records):
-        if is_eval(row["prompt"], row["completion"], eval_fraction, salt, row.get("history") or ""):
-            evaluation.append(to_chat_example(row, system_prompts))
-        elif every_assistant_turn:
-            train.extend(turn_examples(row, system_prompts))
-        else:
-            train.append(to_chat_example(row, system_prompts))
+        side, examples = assign_split(row, eval_fraction, salt, system_prompts, every_assistant_turn)
+        (evaluation if side == "eval" else train).extend(examples)
     return train, evaluation
+
+
+def assign_split(row: dict, eval_fraction: float = 0.12, salt: str = "", system_prompts: dict[str, str] | None = None,
+                 every_assistant_turn: bool = True) -> tuple[str, list[dict]]:
+    """("eval" or "train", the record's examples on that side): one row of ``split_records``."""
+    if is_eval(row["prompt"], row["completion"], eval_fraction, salt, row.get("history") or ""):
+        return "eval", [to_chat_example(row, system_prompts)]
+    if every_assistant_turn:
+        return "train", turn_examples(row, system_prompts)
+    return "train", [to_chat_example(row, system_prompts)]

@@ -206,3 +206,103 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
         ))
     return SuiteResult(suite_name, bool(result.success), outcomes,
                        docs_index=str(Path(docs_dir) / "index.html") if docs_dir else None)
+
+
+def prepared_batch(batch: pd.DataFrame, keys: bool = False) -> pd.DataFrame:
+    """``prepare_records`` of one batch, plus ``dedup_key`` when ``keys`` (the deduped_records gate's column)."""
+    from ft_assets.data.dedup import example_keys
+
+    frame = prepare_records(batch)
+    if keys:
+        frame["dedup_key"] = example_keys(frame)
+    return frame
+
+
+def records_gate_frame(directory: Path, keys: bool = False, workers: int | None = None,
+                       batch_rows: int | None = None) -> pd.DataFrame:
+    """What a records gate validates: every row of the artifact with the derived columns, built a batch at a
+    time (over ``workers`` processes, default ``data_workers()``); equal to ``prepared_batch`` of the whole."""
+    from functools import partial
+
+    from ft_assets.data import artifact_files as files
+    from ft_assets.data.streaming import BATCH_ROWS, data_workers, ordered_map, record_batches, record_rows
+
+    batch_rows = batch_rows or BATCH_ROWS
+    workers = 1 if record_rows([directory]) <= batch_rows else (workers or data_workers())
+    parts = [p for p in ordered_map(partial(prepared_batch, keys=keys), record_batches(directory, batch_rows), workers)
+             if len(p)]
+    if not parts:
+        return prepared_batch(files.read_records(directory), keys)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+SFT_FRAME_COLUMNS = ["record_id", "split", "user", "assistant", "roles", "shortest_turn_chars", "key"]
+
+
+def _sft_rows(split: str, examples: list[dict]) -> pd.DataFrame:
+    """The per-example columns of ``sft_frame`` (all but ``in_both_splits``) for one split's examples."""
+    import json
+
+    from ft_assets.data.dedup import dedup_key
+
+    rows, keys = [], []
+    for r in examples:
+        # The key is the whole conversation: chats that end alike after different histories do not overlap.
+        history = json.dumps([t for t in r["prompt"][:-1] if t["role"] != "system"])
+        turns = r["prompt"] + r["completion"]
+        user, assistant = r["prompt"][-1]["content"], r["completion"][-1]["content"]
+        rows.append((r["record_id"], split, user, assistant, ",".join(t["role"] for t in turns),
+                     min(len(t["content"].strip()) for t in turns)))
+        keys.append(dedup_key(user, assistant, history))
+    frame = pd.DataFrame(rows, columns=SFT_FRAME_COLUMNS[:-1])
+    frame["key"] = keys
+    return with_pii_column(frame, ("user", "assistant"))
+
+
+def _sft_lines(split: str, lines: list[str]) -> pd.DataFrame:
+    import json
+
+    return _sft_rows(split, [json.loads(line) for line in lines if line.strip()])
+
+
+def _with_overlap(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    nonempty = [p for p in parts if len(p)]
+    frame = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else (nonempty or parts)[0]
+    both = set(frame.loc[frame["split"] == "train", "key"]) & set(frame.loc[frame["split"] == "eval", "key"])
+    frame["in_both_splits"] = frame["key"].isin(both)
+    return frame[[*SFT_FRAME_COLUMNS, "in_both_splits", "pii_left"]]
+
+
+def sft_frame(train: list[dict], evaluation: list[dict]) -> pd.DataFrame:
+    """One row per example: split, last user and assistant turns, role order, shortest turn, cross-split overlap,
+    PII left."""
+    return _with_overlap([_sft_rows("train", train), _sft_rows("eval", evaluation)])
+
+
+def sft_frame_from_files(directory: Path, workers: int | None = None, batch_rows: int | None = None) -> pd.DataFrame:
+    """``sft_frame`` of an example artifact's train and eval files, read and built a batch of lines at a time
+    (over ``workers`` processes, default ``data_workers()``): the example dicts are never all held at once."""
+    from itertools import islice
+
+    from ft_assets.data import artifact_files as files
+    from ft_assets.data.streaming import BATCH_ROWS, data_workers, ordered_map
+
+    batch_rows = batch_rows or BATCH_ROWS
+
+    def chunks():
+        for split in ("train", "eval"):
+            with files.examples_path(directory, split).open(encoding="utf-8") as handle:
+                while lines := list(islice(handle, batch_rows)):
+                    yield split, lines
+
+    def n_lines(split: str) -> int:
+        with files.examples_path(directory, split).open("rb") as handle:
+            return sum(1 for _ in handle)
+
+    workers = 1 if n_lines("train") + n_lines("eval") <= batch_rows else (workers or data_workers())
+    parts = list(ordered_map(_sft_chunk, chunks(), workers))
+    return _with_overlap(parts or [_sft_rows("train", [])])
+
+
+def _sft_chunk(item: tuple[str, list[str]]) -> pd.DataFrame:
+    return _sft_lines(*item)

@@ -1,0 +1,127 @@
+"""The streamed data stages (a batch at a time, over a process pool) write exactly what the in-memory stages
+give: the same rows kept in the same order, the same quarantine rows and reasons, the same gate frames.
+
+Batches are tiny (37 rows) so every stage crosses many batch boundaries and both pool workers take part.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ft_assets.data import artifact_files as files
+from ft_assets.data.clean import CleanConfig
+from ft_assets.data.pipeline import clean_stage, dedup_stage, ingest_to_artifact, split_stage
+from ft_assets.data.streamed import clean_to_artifact, split_to_artifact
+from ft_assets.data.suites import prepared_batch, records_gate_frame, sft_frame, sft_frame_from_files
+
+BATCH = 37
+WORDS = "staff salary office team city order price product customer region store month".split()
+
+
+def _line(rng: random.Random, i: int) -> dict | str:
+    roll = rng.random()
+    words = " ".join(rng.choices(WORDS, k=rng.randint(6, 30)))
+    if roll < 0.05:
+        return '{"question": "broken'
+    if roll < 0.10:
+        return {"question": "Why?", "answer": "Because."}  # too short a prompt: quarantined by clean
+    if roll < 0.15:
+        return {"question": f"Mail ana{i}@example.com about {words}?", "answer": f"SELECT {i};"}
+    if roll < 0.20:
+        return {"question": f"<p>What &amp; where</p> {words}?", "answer": "SELECT 1;"}
+    if roll < 0.25:
+        return {"messages": [{"role": "user", "content": f"First {words}"}, {"role": "assistant", "content": "Ok."},
+                             {"role": "user", "content": f"Then {words}?"}, {"role": "assistant", "content": "Done."}]}
+    if roll < 0.30:
+        return {"prompt": f"Pick {words}", "chosen": "A good answer.", "rejected": "A bad answer."}
+    if roll < 0.38:
+        return {"question": "Which staff work in the city office?", "answer": "SELECT name FROM staff;"}  # repeats
+    return {"question": f"{words.capitalize()} {i}?", "answer": f"SELECT {words.split()[0]} FROM t WHERE id = {i};"}
+
+
+def _drop(path: Path, rows: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    lines = [_line(rng, i) for i in range(rows)]
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("streaming")
+    out = []
+    for k, seed in enumerate((1, 2)):
+        directory = root / f"raw{k}"
+        directory.mkdir()
+        ingest_to_artifact([_drop(root / f"drop-000{k}.jsonl", 400, seed)], directory)
+        out.append(directory)
+    return out
+
+
+def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_streamed_clean_matches_in_memory(raw, tmp_path):
+    config = CleanConfig(min_prompt_chars=8)
+    expected = clean_stage(pd.concat([files.read_records(d) for d in raw], ignore_index=True), config)
+    summary = clean_to_artifact(raw, tmp_path, config, workers=2, batch_rows=BATCH)
+    assert len(expected.quarantine) > 20 and len(expected.records) > 500  # the drop exercises both sides
+    _frames_equal(files.read_records(tmp_path), expected.records)
+    _frames_equal(files.read_quarantine(tmp_path), expected.quarantine)
+    assert (summary.rows_in, summary.records, summary.quarantined) == (
+        len(expected.records) + len(expected.quarantine), len(expected.records), len(expected.quarantine))
+    assert summary.pii_counts == expected.pii_counts and summary.pii_counts.get("email")
+    assert summary.html_stripped == expected.html_stripped > 0
+    assert summary.filter_counts == expected.filter_counts
+    assert summary.quarantine_reasons == {"too short": len(expected.quarantine)}
+
+
+def test_streamed_clean_of_all_quarantined_rows_writes_empty_artifacts(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    drop = tmp_path / "drop.jsonl"
+    drop.write_text("".join(json.dumps({"question": "Why?", "answer": "No."}) + "\n" for _ in range(90)))
+    ingest_to_artifact([drop], raw)
+    out = tmp_path / "clean"
+    out.mkdir()
+    summary = clean_to_artifact([raw], out, workers=2, batch_rows=BATCH)
+    expected = clean_stage(files.read_records(raw))
+    assert summary.records == 0 and summary.quarantined == 90
+    _frames_equal(files.read_records(out), expected.records)
+    _frames_equal(files.read_quarantine(out), expected.quarantine)
+
+
+@pytest.fixture(scope="module")
+def deduped(raw, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("deduped")
+    cleaned = clean_stage(pd.concat([files.read_records(d) for d in raw], ignore_index=True))
+    files.write_records(directory, dedup_stage(cleaned.records).records)
+    return directory
+
+
+@pytest.mark.parametrize("keys", [False, True])
+def test_gate_frame_built_in_batches_matches_whole(deduped, keys):
+    _frames_equal(records_gate_frame(deduped, keys=keys, workers=2, batch_rows=BATCH),
+                  prepared_batch(files.read_records(deduped), keys))
+
+
+def test_streamed_split_matches_in_memory(deduped, tmp_path):
+    # A 4-word n-gram over a 12-word vocabulary: many train prompts collide with eval ones.
+    expected = split_stage(files.read_records(deduped), ngram=4)
+    summary = split_to_artifact(deduped, tmp_path, ngram=4, batch_rows=BATCH)
+    assert expected.decontaminated and expected.train and expected.eval
+    for name, rows in expected.splits.items():
+        assert files.read_examples(tmp_path, name) == rows, name
+    assert (summary.train, summary.eval, summary.decontaminated, summary.preference_rows, summary.train_records) == (
+        len(expected.train), len(expected.eval), len(expected.decontaminated), expected.preference_rows,
+        expected.train_records)
+    assert summary.first_train == expected.train[0]
+    assert summary.decontaminated_sample == expected.decontaminated[:5]
+    _frames_equal(sft_frame_from_files(tmp_path, workers=2, batch_rows=BATCH),
+                  sft_frame(expected.train, expected.eval))
