@@ -1,26 +1,35 @@
 """Data stages at scale: generated drops through the same stage functions and GX gates as the assets.
 
 Usage: nice -n 19 python bench/data_scale.py [--sizes 100000 1000000] [--seed S] [--work DIR]
+                                             [--no-compare] [--compare-docs N]
 
-Each size is run in a fresh process (so peak RSS is that size's own). A drop is JSON Lines, gzipped, of
-records with 100-300 words (a prompt of 30-80 words, an answer of the rest) drawn Zipf-like from a few
-thousand made-up words, with the noise the demo data has: 3% exact duplicates (re-cased), 2% near
-duplicates (a few words edited), 1% malformed lines, 1% too-short prompts, 0.5% e-mail addresses.
-Stages, timed one by one: ingest (streamed to Parquet, as raw_records does), clean, exact + near dedup
-(``dedup_stage``), split + decontamination (``split_stage``), and the deduped_records GX suite.
-Prints one table row per size, then a JSON object: rows/s per stage, peak RSS per size, and the growth
-exponent of each stage's time (and of peak RSS) from the smallest size to the largest.
+A drop is JSON Lines, gzipped, of records with 100-300 words (a prompt of 30-80 words, an answer of the rest)
+drawn Zipf-like from a few thousand made-up words, with the noise the demo data has: 3% exact duplicates
+(re-cased), 2% near duplicates (a few words edited), 1% malformed lines, 1% too-short prompts, 0.5% e-mail
+addresses. Stages, each in a fresh process as the graph's multiprocess executor runs each asset and check,
+each reading its input artifact and writing its output with the asset's own calls: ingest (raw_records),
+clean (clean_records, streamed, batches over a process pool), the clean_records gate, exact + near dedup
+(deduped_records), its gate, split + decontamination (sft_dataset, streamed), its gate. The gates validate
+every row, with Data Docs, as the asset checks do.
+
+Per stage: wall seconds, CPU seconds (the stage process and its pool workers, less the process's imports),
+rows/s, the stage process's peak RSS and its largest pool worker's. Then the growth exponents from the
+smallest size to the largest, and near dedup against datatrove's MinHash pipeline: ours on the whole corpus
+of the largest size, and both on its first ``--compare-docs`` texts (datatrove tokenizes with spaCy in
+Python: hours at 1M rows here). Last line: a JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import math
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +50,8 @@ def write_drop(path: Path, rows: int, seed: int = 0) -> int:
     """A realistic noisy drop of ``rows`` lines; returns its size in bytes (compressed)."""
     rng = random.Random(seed)
     vocab = _vocabulary(rng)
-    weights = [1 / (i + 1) for i in range(len(vocab))]
+    # Cumulative weights once: choices() given plain weights re-accumulates all of them on every call.
+    cum_weights = list(itertools.accumulate(1 / (i + 1) for i in range(len(vocab))))
     recent: list[dict] = []
     with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as handle:
         for i in range(rows):
@@ -60,7 +70,7 @@ def write_drop(path: Path, rows: int, seed: int = 0) -> int:
                 continue
             else:
                 n_words = rng.randint(100, 300)
-                words = rng.choices(vocab, weights, k=n_words)
+                words = rng.choices(vocab, cum_weights=cum_weights, k=n_words)
                 cut = rng.randint(30, 80)
                 question = " ".join(words[:cut]).capitalize() + "?"
                 if roll < 0.07:
@@ -73,32 +83,6 @@ def write_drop(path: Path, rows: int, seed: int = 0) -> int:
     return path.stat().st_size
 
 
-class _Clock:
-    """Wall and CPU seconds per stage (CPU time says what the stage costs on a machine others share)."""
-
-    def __init__(self) -> None:
-        self.wall: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-        self.peak_mb: dict[str, int] = {}
-
-    def __call__(self, stage: str, fn, *args):
-        _reset_peak_rss()
-        wall, cpu = time.perf_counter(), time.process_time()
-        out = fn(*args)
-        self.wall[stage] = time.perf_counter() - wall
-        self.cpu[stage] = time.process_time() - cpu
-        self.peak_mb[stage] = _peak_rss_mb()
-        return out
-
-
-def _reset_peak_rss() -> None:
-    """Linux: start the process's resident high-water mark afresh, so each stage reports its own peak."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def _peak_rss_mb() -> int | None:
     try:
         line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
@@ -107,81 +91,132 @@ def _peak_rss_mb() -> int | None:
     return int(line.split()[1]) // 1024
 
 
-def run_one(rows: int, seed: int, work: Path) -> dict:
-    """Every data asset and gate of the graph on one generated drop, each reading and writing its artifact."""
-    from data_checks.checks import MIN_CLEAN_ROWS, MIN_EVAL_ROWS, MIN_TRAIN_ROWS, sft_frame
+def _stop_forkserver() -> None:
+    """Stop and reap the pool's fork server, so its workers' CPU time reaches this process's parent."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 - no public way to stop it
+    if getattr(server, "_forkserver_pid", None):
+        server._stop()  # noqa: SLF001
+
+
+def run_stage(stage: str, rows: int, work: Path) -> dict:
+    """One stage as its asset or asset check runs it; returns what it produced."""
+    from data_checks.checks import MIN_CLEAN_ROWS, MIN_EVAL_ROWS, MIN_TRAIN_ROWS
     from ft_assets.data import artifact_files as files
-    from ft_assets.data.dedup import example_keys
-    from ft_assets.data.pipeline import clean_stage, dedup_stage, ingest_to_artifact, split_stage
+    from ft_assets.data.pipeline import dedup_stage, ingest_to_artifact
+    from ft_assets.data.streamed import clean_to_artifact, split_to_artifact
     from ft_assets.data.suites import (
         clean_records_suite,
         deduped_records_suite,
-        prepare_records,
+        records_gate_frame,
+        sft_frame_from_files,
         sft_split_suite,
         validate_frame,
     )
 
-    work.mkdir(parents=True, exist_ok=True)
-    drop = work / f"drop{rows}.jsonl.gz"
-    drop_bytes = write_drop(drop, rows, seed)
-    dirs = {name: work / f"{name}{rows}" for name in ("raw", "clean", "deduped", "sft")}
-    for d in dirs.values():
-        d.mkdir(exist_ok=True)
-    clock = _Clock()
+    dirs = {name: work / f"{name}{rows}" for name in ("raw", "clean", "deduped", "sft", "docs")}
 
-    def clean() -> tuple:
-        result = clean_stage(files.read_records(dirs["raw"]))
-        files.write_records(dirs["clean"], result.records, quarantine=result.quarantine)
-        return len(result.records), len(result.quarantine)
+    def fresh(name: str) -> Path:
+        shutil.rmtree(dirs[name], ignore_errors=True)
+        dirs[name].mkdir(parents=True)
+        return dirs[name]
 
-    def gate(directory: Path, name: str, suite: list, keys: bool = False) -> bool:
-        frame = prepare_records(files.read_records(directory))
-        if keys:
-            frame["dedup_key"] = example_keys(frame)
-        return validate_frame(frame, name, suite).success
+    def gate(frame, name: str, suite: list) -> dict:
+        docs = fresh("docs")
+        result = validate_frame(frame, name, suite, docs_dir=str(docs))
+        return {"passed": result.success, "rows": len(frame)}
 
-    def dedup() -> tuple:
+    if stage == "ingest":
+        summary = ingest_to_artifact([work / f"drop{rows}.jsonl.gz"], fresh("raw"))
+        return {"kept": summary.records, "quarantined": summary.quarantined}
+    if stage == "clean":
+        summary = clean_to_artifact([dirs["raw"]], fresh("clean"))
+        return {"kept": summary.records, "quarantined": summary.quarantined}
+    if stage == "clean_gate":
+        return gate(records_gate_frame(dirs["clean"]), "clean_records", clean_records_suite(MIN_CLEAN_ROWS))
+    if stage == "dedup":
         result = dedup_stage(files.read_records(dirs["clean"]))
-        files.write_records(dirs["deduped"], result.records, duplicates=result.duplicates)
-        return len(result.records), result.exact, result.near
+        files.write_records(fresh("deduped"), result.records, duplicates=result.duplicates)
+        return {"kept": len(result.records), "exact": result.exact, "near": result.near}
+    if stage == "dedup_gate":
+        return gate(records_gate_frame(dirs["deduped"], keys=True), "deduped_records",
+                    deduped_records_suite(MIN_CLEAN_ROWS))
+    if stage == "split":
+        summary = split_to_artifact(dirs["deduped"], fresh("sft"))
+        return {"train": summary.train, "eval": summary.eval, "decontaminated": summary.decontaminated}
+    if stage == "split_gate":
+        return gate(sft_frame_from_files(dirs["sft"]), "sft_dataset", sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS))
+    raise ValueError(f"unknown stage {stage!r}")
 
-    def split() -> tuple:
-        result = split_stage(files.read_records(dirs["deduped"]))
-        for name, part in result.splits.items():
-            files.write_examples(dirs["sft"], name, part)
-        return len(result.train), len(result.eval), len(result.decontaminated)
 
-    def split_gate() -> bool:
-        frame = sft_frame(files.read_examples(dirs["sft"], "train"), files.read_examples(dirs["sft"], "eval"))
-        return validate_frame(frame, "sft_dataset", sft_split_suite(MIN_TRAIN_ROWS, MIN_EVAL_ROWS)).success
+def _stage_child(stage: str, rows: int, work: Path) -> dict:
+    """Runs in the stage's own process: the stage, timed, then its peak RSS."""
+    import data_checks.checks  # noqa: F401 - imports (Dagster's among them) before the clock starts
+    import ft_assets.data.streamed  # noqa: F401
+    import ft_assets.data.suites  # noqa: F401
 
-    ingest = clock("ingest", ingest_to_artifact, [drop], dirs["raw"])
-    cleaned, cleaned_out = clock("clean", clean)
-    gates = {"clean_gate": clock("clean_gate", gate, dirs["clean"], "clean_records",
-                                 clean_records_suite(MIN_CLEAN_ROWS))}
-    kept, exact, near = clock("dedup", dedup)
-    gates["dedup_gate"] = clock("dedup_gate", gate, dirs["deduped"], "deduped_records",
-                                deduped_records_suite(MIN_CLEAN_ROWS), True)
-    train, evaluation, decontaminated = clock("split", split)
-    gates["split_gate"] = clock("split_gate", split_gate)
+    if stage.endswith("_gate"):
+        import great_expectations  # noqa: F401
+    import_cpu = time.process_time()
+    started = time.perf_counter()
+    out = run_stage(stage, rows, work)
+    wall = time.perf_counter() - started
+    _stop_forkserver()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall": wall, "import_cpu": import_cpu, "peak_rss_mb": _peak_rss_mb(),
+            "worker_peak_rss_mb": children.ru_maxrss // 1024, "out": out}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_one(rows: int, seed: int, work: Path) -> dict:
+    """Every data asset and gate of the graph on one generated drop, each stage in a fresh process."""
+    work.mkdir(parents=True, exist_ok=True)
+    drop_bytes = write_drop(work / f"drop{rows}.jsonl.gz", rows, seed)
+    wall, cpu, peak, worker_peak, outs = {}, {}, {}, {}, {}
+    for stage in STAGES:
+        before = _children_cpu()
+        result = _child("--stage", stage, "--one", str(rows), "--work", str(work))
+        # The stage process and its pool workers (reaped through the stopped fork server), less its imports.
+        cpu[stage] = _children_cpu() - before - result["import_cpu"]
+        wall[stage], peak[stage] = result["wall"], result["peak_rss_mb"]
+        worker_peak[stage] = result["worker_peak_rss_mb"]
+        outs[stage] = result["out"]
+        print(f"  {rows} rows {stage}: {wall[stage]:.1f} s wall, {cpu[stage]:.1f} s CPU, {peak[stage]} MB peak "
+              f"(+ worker {worker_peak[stage]} MB), {result['out']}", flush=True)
     return {
-        "rows": rows, "drop_bytes_gz": drop_bytes, "kept": kept, "quarantined": ingest.quarantined + cleaned_out,
-        "exact_duplicates": exact, "near_duplicates": near, "train": train, "eval": evaluation,
-        "decontaminated": decontaminated, "gates_passed": gates,
-        "seconds": {k: round(v, 2) for k, v in clock.wall.items()},
-        "cpu_seconds": {k: round(v, 2) for k, v in clock.cpu.items()},
-        "rows_per_s": {k: round(rows / v) if v else None for k, v in clock.wall.items()},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "stage_peak_rss_mb": clock.peak_mb,
+        "rows": rows, "drop_bytes_gz": drop_bytes, "kept": outs["dedup"]["kept"],
+        "quarantined": outs["ingest"]["quarantined"] + outs["clean"]["quarantined"],
+        "exact_duplicates": outs["dedup"]["exact"], "near_duplicates": outs["dedup"]["near"],
+        "train": outs["split"]["train"], "eval": outs["split"]["eval"],
+        "decontaminated": outs["split"]["decontaminated"],
+        "gates_passed": {s: outs[s]["passed"] for s in STAGES if s.endswith("_gate")},
+        "seconds": {k: round(v, 2) for k, v in wall.items()},
+        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "rows_per_s": {k: round(rows / v) if v else None for k, v in wall.items()},
+        "stage_peak_rss_mb": peak, "stage_worker_peak_rss_mb": worker_peak,
+        "peak_rss_mb": max(peak.values()),
+        "data_workers": _data_workers(),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
 
 
-def near_compare(rows: int, work: Path) -> dict:
+def _data_workers() -> int:
+    from ft_assets.data.streaming import data_workers
+
+    return data_workers()
+
+
+def near_compare(rows: int, work: Path, subset: int) -> dict:
     """Our near-dup stage against datatrove's MinHash pipeline (signatures, buckets, clusters), same texts.
 
-    The corpus is what near dedup sees in the graph: the clean artifact after exact dedup. Both run in one
-    process (datatrove: workers=1), timed from texts to the set of documents to remove.
+    The corpus is what near dedup sees in the graph: the clean artifact after exact dedup. Ours runs on all
+    of it; then both run on its first ``subset`` texts, in this process (datatrove: workers=1), timed from
+    texts to the set of documents to remove.
     """
     from ft_assets.data import artifact_files as files
     from ft_assets.data.dedup import exact_dedup, example_texts
@@ -191,10 +226,19 @@ def near_compare(rows: int, work: Path) -> dict:
     texts = example_texts(records.sort_values(["drop_id", "line_no"], kind="stable").reset_index(drop=True))
     del records
     started, cpu = time.perf_counter(), _cpu_seconds()
+    whole = len({dup for _, dup, _ in find_near_duplicates(texts)})
+    whole_s, whole_cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    out: dict = {"ours_whole_corpus": {"docs": len(texts), "seconds": round(whole_s, 2),
+                                       "cpu_seconds": round(whole_cpu, 2), "docs_per_s": round(len(texts) / whole_s),
+                                       "removed": whole}}
+    texts = texts[:subset]
+    started, cpu = time.perf_counter(), _cpu_seconds()
     ours = {dup for _, dup, _ in find_near_duplicates(texts)}
     ours_s, ours_cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    out: dict = {"docs": len(texts), "ours": {"seconds": round(ours_s, 2), "cpu_seconds": round(ours_cpu, 2),
-                                              "docs_per_s": round(len(texts) / ours_s), "removed": len(ours)}}
+    out.update(docs=len(texts), subset=f"the first {len(texts)} texts of the {rows}-row corpus (after exact dedup): "
+                                       "datatrove's Python signatures take hours at 1M here",
+               ours={"seconds": round(ours_s, 2), "cpu_seconds": round(ours_cpu, 2),
+                     "docs_per_s": round(len(texts) / ours_s), "removed": len(ours)})
     try:
         cpu = _cpu_seconds()
         theirs, theirs_s, version, steps = _datatrove_removed(texts, work / f"datatrove{rows}")
@@ -278,20 +322,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="")
     parser.add_argument("--no-compare", action="store_true", help="skip the datatrove near-dup comparison")
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size, print its JSON
+    parser.add_argument("--compare-docs", type=int, default=20_000, help="texts both near-dup methods run on")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: with --stage, run one stage
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--compare", type=int, help=argparse.SUPPRESS)  # internal: near-dup comparison
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="ftops-data-scale-"))
-    if args.one:
-        print(json.dumps(run_one(args.one, args.seed, work)))
+    if args.stage:
+        print(json.dumps(_stage_child(args.stage, args.one, work)))
         return
     if args.compare:
-        print(json.dumps(near_compare(args.compare, work)))
+        print(json.dumps(near_compare(args.compare, work, args.compare_docs)))
         return
+    started = time.perf_counter()
     summary: dict = {"bench": "data_scale", "cpus": os.cpu_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
     results = []
     for rows in sorted(args.sizes):
-        result = _child("--one", str(rows), "--seed", str(args.seed), "--work", str(work))
+        result = run_one(rows, args.seed, work)
         results.append(result)
         print(f"{rows:>9} rows: " + "  ".join(f"{s} {result['rows_per_s'][s]}/s" for s in STAGES)
               + f"  total {sum(result['seconds'].values()):.0f} s wall, {sum(result['cpu_seconds'].values()):.0f} s "
@@ -306,12 +353,15 @@ def main() -> None:
         summary["growth_exponent_peak_rss"] = round(math.log(large["peak_rss_mb"] / results[0]["peak_rss_mb"])
                                                     / math.log(large["rows"] / results[0]["rows"]), 3)
     if not args.no_compare:
-        summary["near_dup_vs_datatrove"] = _child("--compare", str(large["rows"]), "--work", str(work))
+        summary["near_dup_vs_datatrove"] = _child("--compare", str(large["rows"]), "--work", str(work),
+                                                  "--compare-docs", str(args.compare_docs))
         print(f"near dup at {large['rows']} rows: {json.dumps(summary['near_dup_vs_datatrove'])}", flush=True)
     summary["largest"] = {"rows": large["rows"], "wall_minutes": round(sum(large["seconds"].values()) / 60, 2),
                           "cpu_minutes": round(sum(large["cpu_seconds"].values()) / 60, 2),
                           "peak_rss_gib": round(large["peak_rss_mb"] / 1024, 2)}
     summary["targets"] = {"growth_exponent_max": 1.1, "peak_rss_gib_max": 6.0, "minutes_max_at_1m": 15.0}
+    summary["bench_wall_minutes"] = round((time.perf_counter() - started) / 60, 2)
+    summary["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(summary))
 
 
