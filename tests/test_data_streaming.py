@@ -125,3 +125,34 @@ def test_streamed_split_matches_in_memory(deduped, tmp_path):
     assert summary.decontaminated_sample == expected.decontaminated[:5]
     _frames_equal(sft_frame_from_files(tmp_path, workers=2, batch_rows=BATCH),
                   sft_frame(expected.train, expected.eval))
+
+
+def _outcomes(result) -> list[tuple]:
+    # Sorted: GX orders one run's results its own way; the order carries no meaning.
+    return sorted([(o.expectation, o.kwargs.get("column"), o.success, o.unexpected_count, o.unexpected_record_ids[:20],
+             [str(x) for x in o.unexpected_examples[:3]]) for o in result.outcomes], key=lambda t: t[:2])
+
+
+def test_gx_suite_validated_in_slices_gives_the_whole_frames_verdict(deduped, tmp_path):
+    from ft_assets.data.suites import deduped_records_suite, validate_frame
+
+    frame = prepared_batch(files.read_records(deduped), keys=True)
+    # Failures in several slices: PII left, an over-long prompt, a repeated record id and dedup key.
+    frame.loc[[3, 150, 400], "pii_left"] = "email"
+    frame.loc[[90, 401], "prompt"] = "x" * 1200
+    frame.loc[[500, 510], "record_id"] = frame.loc[20, "record_id"]
+    frame.loc[[600], "dedup_key"] = frame.loc[5, "dedup_key"]
+    whole = validate_frame(frame, "deduped", deduped_records_suite(min_rows=50))
+    sliced = validate_frame(frame, "deduped", deduped_records_suite(min_rows=50), docs_dir=str(tmp_path / "docs"),
+                            batch_rows=60)
+    assert not whole.success and not sliced.success
+    assert _outcomes(sliced) == _outcomes(whole)
+    assert {o.expectation for o in whole.failures()} == {
+        "expect_column_values_to_be_in_set", "expect_column_value_lengths_to_be_between",
+        "expect_column_values_to_be_unique", "expect_column_proportion_of_unique_values_to_be_between"}
+    assert (tmp_path / "docs" / "index.html").exists()
+    # And a frame that passes, passes sliced too, down to a table-level row count it fails.
+    clean = prepared_batch(files.read_records(deduped), keys=True)
+    assert validate_frame(clean, "deduped", deduped_records_suite(min_rows=50), batch_rows=60).success
+    too_few = validate_frame(clean, "deduped", deduped_records_suite(min_rows=10**6), batch_rows=60)
+    assert [o.expectation for o in too_few.failures()] == ["expect_table_row_count_to_be_between"]

@@ -164,48 +164,116 @@ def preference_split_suite(min_train_rows: int = 16, min_eval_rows: int = 2) -> 
     ]
 
 
-def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
-                   result_format: str = "COMPLETE", docs_dir: str | None = None) -> SuiteResult:
-    """Run ``expectations`` on ``frame`` in an ephemeral GX context; build Data Docs into ``docs_dir`` if given."""
-    import great_expectations as gx
+# Expectations about a whole column or the table (uniqueness, the row count, the distinct values): validated
+# once, on the columns they name. Every other expectation judges each row alone, so a big frame is validated
+# VALIDATE_ROWS rows at a time (GX's working copies are then a slice's, not the frame's) and the slices' results
+# are added up: the same verdict, counts and first examples as one pass over every row.
+_WHOLE_TABLE = {"expect_table_row_count_to_be_between", "expect_column_values_to_be_unique",
+                "expect_column_proportion_of_unique_values_to_be_between",
+                "expect_column_distinct_values_to_contain_set"}
+VALIDATE_ROWS = 100_000
 
-    context = gx.get_context(mode="ephemeral")
-    actions = []
-    if docs_dir:
-        context.add_data_docs_site(site_name="ftops", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ftops"]))
-    batch_definition = (context.data_sources.add_pandas("ftops")
-                        .add_dataframe_asset(suite_name)
-                        .add_batch_definition_whole_dataframe("whole"))
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
-    result_format_config: dict = {"result_format": result_format}
-    if "record_id" in frame.columns:
-        result_format_config["unexpected_index_column_names"] = ["record_id"]
-    checkpoint = context.checkpoints.add(gx.Checkpoint(name=suite_name, validation_definitions=[definition],
-                                                       actions=actions, result_format=result_format_config))
-    result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
+
+def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list,
+                   result_format: str = "COMPLETE", docs_dir: str | None = None,
+                   batch_rows: int = VALIDATE_ROWS) -> SuiteResult:
+    """Run ``expectations`` on every row of ``frame`` in an ephemeral GX context; build Data Docs into ``docs_dir``
+    if given. Frames over ``batch_rows`` rows are validated a slice at a time (see ``_WHOLE_TABLE``)."""
+    validator = _Validator(result_format, docs_dir)
+    if len(frame) <= batch_rows:
+        result = validator.run(frame, suite_name, expectations)
+    else:
+        whole = [e for e in expectations if e.expectation_type in _WHOLE_TABLE]
+        rows = [e for e in expectations if e.expectation_type not in _WHOLE_TABLE]
+        named = {getattr(e, "column", None) for e in whole} | {"record_id"}
+        columns = [c for c in frame.columns if c in named] or list(frame.columns[:1])
+        parts = [validator.run(frame[columns], f"{suite_name}_whole_table", whole)] if whole else []
+        parts += [validator.run(frame.iloc[lo: lo + batch_rows], f"{suite_name}_rows", rows)
+                  for lo in range(0, len(frame), batch_rows)] if rows else []
+        result = _merged(suite_name, expectations, parts)
+    result.docs_index = str(Path(docs_dir) / "index.html") if docs_dir else None
+    return result
+
+
+class _Validator:
+    """One ephemeral GX context (one Data Docs site); a suite and checkpoint per name, run on any frame."""
+
+    def __init__(self, result_format: str, docs_dir: str | None) -> None:
+        import great_expectations as gx
+
+        self.gx, self.result_format = gx, result_format
+        self.context = gx.get_context(mode="ephemeral")
+        self.actions = []
+        if docs_dir:
+            self.context.add_data_docs_site(site_name="ftops", site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            })
+            self.actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["ftops"]))
+        self.source = self.context.data_sources.add_pandas("ftops")
+        self.checkpoints: dict = {}
+
+    def _checkpoint(self, frame: pd.DataFrame, name: str, expectations: list):
+        if name not in self.checkpoints:
+            gx = self.gx
+            batch_definition = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
+            suite = self.context.suites.add(gx.ExpectationSuite(name=name))
+            for expectation in expectations:
+                suite.add_expectation(expectation)
+            definition = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch_definition, suite=suite))
+            result_format_config: dict = {"result_format": self.result_format}
+            if "record_id" in frame.columns:
+                result_format_config["unexpected_index_column_names"] = ["record_id"]
+            self.checkpoints[name] = self.context.checkpoints.add(gx.Checkpoint(
+                name=name, validation_definitions=[definition], actions=self.actions,
+                result_format=result_format_config))
+        return self.checkpoints[name]
+
+    def run(self, frame: pd.DataFrame, name: str, expectations: list) -> SuiteResult:
+        checkpoint = self._checkpoint(frame, name, expectations)
+        result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
+        outcomes = []
+        for r in result.results:
+            details = r.result or {}
+            kwargs = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
+            outcomes.append(ExpectationOutcome(
+                expectation=r.expectation_config.type, kwargs=kwargs, success=bool(r.success),
+                unexpected_count=details.get("unexpected_count"),
+                unexpected_examples=list(details.get("partial_unexpected_list") or [])[:10],
+                observed_value=details.get("observed_value"),
+                unexpected_record_ids=[row["record_id"] for row in (details.get("unexpected_index_list") or [])
+                                       if isinstance(row, dict) and "record_id" in row][:20],
+            ))
+        return SuiteResult(name, bool(result.success), outcomes)
+
+
+def _merged(suite_name: str, expectations: list, parts: list[SuiteResult]) -> SuiteResult:
+    """One outcome per expectation, in suite order, from its outcomes on every slice."""
+    import json
+
+    groups: dict[str, list[ExpectationOutcome]] = {}
+    for part in parts:
+        for o in part.outcomes:
+            groups.setdefault(o.expectation + json.dumps(o.kwargs, sort_keys=True, default=str), []).append(o)
+
+    def position(o: ExpectationOutcome) -> int:
+        return next((i for i, e in enumerate(expectations) if e.expectation_type == o.expectation
+                     and getattr(e, "column", None) == o.kwargs.get("column")), len(expectations))
+
     outcomes = []
-    for r in result.results:
-        details = r.result or {}
-        kwargs = {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"}
+    for group in groups.values():
+        first = group[0]
+        counts = [o.unexpected_count for o in group if o.unexpected_count is not None]
         outcomes.append(ExpectationOutcome(
-            expectation=r.expectation_config.type, kwargs=kwargs, success=bool(r.success),
-            unexpected_count=details.get("unexpected_count"),
-            unexpected_examples=list(details.get("partial_unexpected_list") or [])[:10],
-            observed_value=details.get("observed_value"),
-            unexpected_record_ids=[row["record_id"] for row in (details.get("unexpected_index_list") or [])
-                                   if isinstance(row, dict) and "record_id" in row][:20],
-        ))
-    return SuiteResult(suite_name, bool(result.success), outcomes,
-                       docs_index=str(Path(docs_dir) / "index.html") if docs_dir else None)
+            expectation=first.expectation, kwargs=first.kwargs, success=all(o.success for o in group),
+            unexpected_count=sum(counts) if counts else None,
+            unexpected_examples=[x for o in group for x in o.unexpected_examples][:10],
+            observed_value=next((o.observed_value for o in group if o.observed_value is not None), None),
+            unexpected_record_ids=[x for o in group for x in o.unexpected_record_ids][:20]))
+    outcomes.sort(key=position)
+    return SuiteResult(suite_name, all(o.success for o in outcomes), outcomes)
 
 
 def prepared_batch(batch: pd.DataFrame, keys: bool = False) -> pd.DataFrame:
