@@ -128,8 +128,10 @@ def _pair_examples(duplicates: pd.DataFrame, kept: pd.DataFrame, n: int = 5) -> 
 def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_records: Artifact,
                     artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Exact duplicates (normalized text) then MinHash-LSH near duplicates removed; each names what it duplicated."""
-    records = files.read_records(clean_records.path)
-    result = dedup_stage(records, config.near_duplicates, config.near_threshold, config.num_perm, config.shingle_size)
+    # No reference kept to the frame read: dedup_stage frees it after exact dedup (a million rows are GBs).
+    result = dedup_stage(files.read_records(clean_records.path), config.near_duplicates, config.near_threshold,
+                         config.num_perm, config.shingle_size)
+    rows_in = len(result.records) + len(result.duplicates)  # dedup_stage checked this accounting
     with artifact_store.stage("deduped_records") as staging:
         files.write_records(staging, result.records, duplicates=result.duplicates)
         artifact = artifact_store.publish(staging, card(context, {"clean_records": clean_records},
@@ -137,10 +139,13 @@ def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_r
     dvc_md5 = dvc.track("deduped_records", artifact.path)
     return artifact_output(
         artifact, {"clean_records": clean_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        rows_in=len(records), rows=len(result.records), exact_duplicates=result.exact,
-        near_duplicates=result.near, duplicate_rate=round(len(result.duplicates) / max(len(records), 1), 4),
-        exact_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "exact"], records),
-        near_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "near"], records),
+        rows_in=rows_in, rows=len(result.records), exact_duplicates=result.exact,
+        near_duplicates=result.near, duplicate_rate=round(len(result.duplicates) / max(rows_in, 1), 4),
+        # duplicate_of always names a row that stayed, so the kept records hold every prompt shown.
+        exact_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "exact"],
+                                                result.records),
+        near_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "near"],
+                                               result.records),
     )
 
 

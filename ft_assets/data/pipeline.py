@@ -65,8 +65,14 @@ class DedupStageResult:
 
 def dedup_stage(records: pd.DataFrame, near_duplicates: bool = True, threshold: float = 0.8, num_perm: int = 128,
                 shingle_size: int = 5) -> DedupStageResult:
-    """Exact duplicates (normalized conversation) then MinHash-LSH near duplicates; each names a row that stayed."""
+    """Exact duplicates (normalized conversation) then MinHash-LSH near duplicates; each names a row that stayed.
+
+    Pass the frame without keeping a reference to it (``dedup_stage(read_records(path))``) and it is freed once
+    exact dedup has copied the rows it keeps: at a million rows each copy is GBs.
+    """
+    rows_in = len(records)
     exact = exact_dedup(records)
+    del records
     near = (near_dedup(exact.records, threshold, num_perm, shingle_size) if near_duplicates and len(exact.records)
             else DedupResult(exact.records, exact.duplicates.iloc[0:0]))
     # An exact duplicate of a row that then went as a near duplicate points at the row that stayed.
@@ -74,7 +80,7 @@ def dedup_stage(records: pd.DataFrame, near_duplicates: bool = True, threshold: 
     exact_dups = exact.duplicates.assign(duplicate_of=exact.duplicates["duplicate_of"].map(lambda r: stayed.get(r, r)),
                                          method="exact", similarity=1.0)
     duplicates = pd.concat([exact_dups, near.duplicates.assign(method="near")], ignore_index=True)
-    _accounted("dedup", len(records), kept=len(near.records), duplicates=len(duplicates))
+    _accounted("dedup", rows_in, kept=len(near.records), duplicates=len(duplicates))
     return DedupStageResult(near.records, duplicates, len(exact.duplicates), len(near.duplicates))
 
 
