@@ -105,3 +105,53 @@ def test_forgetting_base_side_comes_from_the_shared_cache(tmp_path: Path, scratc
     assert first["n"] == 3 and first["tuned_model"] == "merged"
     assert first["base_cache"]["hit"] is False and second["base_cache"] == {**first["base_cache"], "hit": True}
     assert second["base"] == first["base"] and second["tuned"] == first["tuned"]
+
+
+def test_forgetting_by_perplexity_generates_nothing_and_sees_drift(tmp_path: Path, scratch_model_dir: Path):
+    """scorer perplexity: base and tuned perplexity of the references, teacher-forced; a model whose weights moved
+    shows a rise, the base model against itself none; nothing generated, nothing cached."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ft_assets.evaluation.assets import _forgetting
+    from ft_assets.evaluation.gates import forgetting_within_tolerance
+    from ft_assets.tasks.common import load_task
+
+    rows_file = tmp_path / "general.jsonl"
+    rows_file.write_text("".join(json.dumps({"question": q, "answer": s}) + "\n"
+                                 for q, s in generate_clean_pairs(6, seed=5)))
+    drifted = tmp_path / "drifted"
+    model = AutoModelForCausalLM.from_pretrained(scratch_model_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(drifted)
+    AutoTokenizer.from_pretrained(scratch_model_dir).save_pretrained(drifted)
+    task = load_task("text_to_sql", forgetting={"path": str(rows_file), "scorer": "perplexity", "max_examples": 6,
+                                                "tolerance": 0.05})
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    outs = {}
+
+    def probe_for(name: str, tuned_dir: Path):
+        @asset(name=f"forgetting_{name}")
+        def probe(context: AssetExecutionContext, artifact_store: ArtifactStore):
+            return _forgetting(context, task, Artifact(scratch_model_dir, "scratch-v1"), ("merged", tuned_dir),
+                               GenerationSettings(8, 4), artifact_store, True)
+        return probe
+
+    for name, tuned_dir in (("same", scratch_model_dir), ("drifted", drifted)):
+        probe = probe_for(name, tuned_dir)
+
+        result = materialize([probe], instance=DagsterInstance.ephemeral(), resources={"artifact_store": store})
+        assert result.success
+        outs[name] = result.output_for_node(f"forgetting_{name}")
+    same, moved = outs["same"], outs["drifted"]
+    assert same["scorer"] == "perplexity" and same["n"] == 6 and "base_cache" not in same
+    assert same["base"] == same["tuned"] > 1.0 and same["base"] == moved["base"]
+    assert moved["tuned"] != moved["base"]
+    gate = forgetting_within_tolerance(moved, moved["tolerance"])
+    assert gate.value == round(moved["tuned"] / moved["base"] - 1, 4)
+    assert gate.passed == (gate.value <= 0.05)
+    assert forgetting_within_tolerance(same, 0.0).passed
+    assert not (tmp_path / "artifacts" / BASE_CACHE).exists()

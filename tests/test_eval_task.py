@@ -59,6 +59,15 @@ def test_forgetting_gate_refuses_a_loss_beyond_tolerance():
     assert [g.name for g in gates if not g.passed] == ["forgetting_within_tolerance"]
 
 
+def test_forgetting_by_perplexity_judges_the_relative_rise():
+    """Lower is better for perplexity: the loss is the tuned model's relative rise over the base's."""
+    risen = {"base": 4.0, "tuned": 5.0, "scorer": "perplexity", "n": 16}
+    assert forgetting_within_tolerance(risen, 0.30).passed
+    refused = forgetting_within_tolerance(risen, 0.20)
+    assert not refused.passed and refused.value == pytest.approx(0.25)
+    assert forgetting_within_tolerance({**risen, "tuned": 3.0}, 0.0).passed  # less perplexed: nothing lost
+
+
 def test_forgetting_rows_from_gsm8k():
     if not GSM8K_TEST.is_file():
         pytest.skip(f"{GSM8K_TEST} is missing (shared datasets folder not mounted)")

@@ -21,7 +21,7 @@ from ft_assets.evaluation.evaluate import (
     rescored,
     task_identity,
 )
-from ft_assets.evaluation.forgetting import load_forgetting_rows
+from ft_assets.evaluation.forgetting import load_forgetting_rows, perplexity_drift
 from ft_assets.evaluation.gates import VARIANT_NAMES, all_gates, merged_matches_adapter
 from ft_assets.evaluation.report import markdown_report, render_html
 from ft_assets.lineage.artifacts import Artifact
@@ -76,6 +76,13 @@ def _forgetting(context, task, base_model: Artifact, tuned: tuple[str, Path], se
     metric = {"scorer": spec.get("scorer", "exact_match"), **(spec.get("options") or {})}
     out = {"path": str(spec["path"]), "scorer": metric["scorer"], "n": len(rows),
            "tolerance": float(spec.get("tolerance", 0.05))}
+    out["tuned_model"] = tuned[0]
+    if metric["scorer"] == "perplexity":  # teacher-forced: nothing generated, so nothing to cache
+        out.update(perplexity_drift(lambda: load_variant("base", base_model.path),
+                                    lambda: load_variant(tuned[0], tuned[1], base_dir=base_model.path), rows))
+        context.log.info(f"forgetting set perplexity on {len(rows)} rows: base {out['base']:.3f}, "
+                         f"tuned {out['tuned']:.3f}")
+        return out
     length = int(spec.get("max_new_tokens") or min(256, reference_token_budget(load_tokenizer(base_model.path),
                                                                                rows)))
     forgetting_settings = GenerationSettings(length, settings.batch_size)
@@ -83,7 +90,6 @@ def _forgetting(context, task, base_model: Artifact, tuned: tuple[str, Path], se
         context, artifact_store, base_model, {}, rows, {"forgetting": metric}, "forgetting", forgetting_settings,
         {"forgetting": metric, "path": str(spec["path"])},
         lambda: load_variant("base", base_model.path), enabled=use_cache)
-    out["tuned_model"] = tuned[0]
     model, tokenizer = load_variant(tuned[0], tuned[1], base_dir=base_model.path)
     tuned_result = evaluate_model(model, tokenizer, rows, {"forgetting": metric}, "forgetting", forgetting_settings)
     del model

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -45,3 +47,18 @@ def load_forgetting_rows(path: str | Path, max_examples: int = 50, system_prompt
     if not rows:
         raise ValueError(f"forgetting set {path} holds no rows")
     return rows
+
+
+def perplexity_drift(load_base: Callable[[], tuple], load_tuned: Callable[[], tuple], rows: list[dict]) -> dict:
+    """Base and tuned perplexity of the set's references, teacher-forced: a drift measure that needs no
+    generation, so it still moves where a small model scores 0 on the set's own metric (GSM8K answers, say).
+    ``load_*`` return ``(model, tokenizer)``; one model is held at a time."""
+    from ft_assets.evaluation.evaluate import completion_perplexity
+
+    out = {}
+    for name, load in (("base", load_base), ("tuned", load_tuned)):
+        model, tokenizer = load()
+        out[name] = completion_perplexity(model, tokenizer, rows)
+        del model
+        gc.collect()
+    return out

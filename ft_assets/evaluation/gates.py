@@ -34,13 +34,21 @@ def beats_base(models: dict[str, dict], min_gain: float, metric: str = "exact_ma
                       f"{metric} base {models['base'][metric]:.3f} -> {candidate} {models[candidate][metric]:.3f}")
 
 
-def forgetting_within_tolerance(forgetting: dict, tolerance: float) -> GateResult:
-    """General ability kept: base minus tuned score on the forgetting set, at most ``tolerance``."""
+def forgetting_loss(forgetting: dict) -> float:
+    """How much general ability the tuned model lost: base minus tuned score, or, scored by perplexity (lower is
+    better), the tuned model's relative rise over the base's (0.10: 10% more perplexed by the same references)."""
     base, tuned = forgetting["base"], forgetting["tuned"]
-    loss = base - tuned
+    if forgetting.get("scorer") == "perplexity":
+        return tuned / base - 1.0 if base > 0 else float("inf")
+    return base - tuned
+
+
+def forgetting_within_tolerance(forgetting: dict, tolerance: float) -> GateResult:
+    """General ability kept: the forgetting set's loss (``forgetting_loss``) at most ``tolerance``."""
+    loss = forgetting_loss(forgetting)
     return GateResult("forgetting_within_tolerance", loss <= tolerance, round(loss, 4), tolerance,
                       f"{forgetting.get('scorer', '?')} on {forgetting.get('n', '?')} general-ability rows: "
-                      f"base {base:.3f} -> tuned {tuned:.3f}")
+                      f"base {forgetting['base']:.3f} -> tuned {forgetting['tuned']:.3f}")
 
 
 def merged_matches_adapter(merge_check: dict, tolerance: float) -> GateResult:

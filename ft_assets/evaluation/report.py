@@ -14,6 +14,8 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from ft_assets.evaluation.gates import forgetting_loss
+
 MAX_FAILURES = 5
 MD_CELL_CHARS = 80
 HTML_CELL_CHARS = 400
@@ -138,7 +140,7 @@ def _forgetting_lines(report: dict) -> list[str]:
     return ["", "## Forgetting (general ability)", "",
             *_md_table(["set", "scorer", "n", "base", "tuned", "loss", "tolerance"],
                        [[str(f.get("path")), str(f.get("scorer")), _fmt(f.get("n")), _fmt(f.get("base")),
-                         _fmt(f.get("tuned")), _fmt(f.get("base", 0) - f.get("tuned", 0)), _fmt(f.get("tolerance"))]])]
+                         _fmt(f.get("tuned")), _fmt(forgetting_loss(f)), _fmt(f.get("tolerance"))]])]
 
 
 def _policy_lines(report: dict) -> list[str]:
