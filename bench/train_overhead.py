@@ -8,7 +8,9 @@ The last line is a JSON object with ``plain_tokens_per_s``, ``platform_tokens_pe
 and passed to both), batch, sequence length, steps and torch thread count; the JSON records them with the CPU's
 native-bf16 flags. The same run measures this machine's fp32 (and, when training in bf16, bf16) matmul FLOP/s
 and prints the training's model FLOPs utilization: 6 x parameters x tokens/s (the usual dense-training count;
-LoRA skips the frozen weights' gradients, so its real work is nearer 4 x) over the measured matmul rate.
+LoRA skips the frozen weights' gradients, so its real work is nearer 4 x) over the measured matmul rate, and
+the same for eval generation (greedy, batched as ``eval_report`` does it; 2 x parameters per processed token,
+prompt and generated, over the fp32 rate: decoding one token at a time is memory-bound, so expect it low).
 Both figures are the tokens trl counted over the seconds from the trainer's
 ``on_train_begin`` to the saved adapter, so the platform's per-step costs (Pipes messages, MLflow logging,
 checkpoints) count against it. Wall seconds from launch to saved adapter (process start, model load, the
@@ -136,6 +138,39 @@ def matmul_flops_per_s(dtype_name: str, threads: int, size: int = 1024, seconds:
     return best
 
 
+def generation_rate(model_dir: Path, train_path: Path, threads: int, rows: int = 64) -> dict:
+    """Eval generation as ``eval_report`` runs it (``evaluate.generate``: greedy, batch 32, left-padded, the
+    longest reference + 16 new tokens) on ``rows`` examples: the positions the model ran per second (each batch's
+    width x rows, padding and rows already finished included: that is the work done) and their forward FLOPs
+    (2 x parameters per position)."""
+    import torch
+
+    from ft_assets.evaluation.evaluate import GenerationSettings, generate, load_variant, reference_token_budget
+
+    torch.set_num_threads(threads)
+    examples = [json.loads(line) for line in train_path.read_text().splitlines()[:rows]]
+    model, tokenizer = load_variant("base", model_dir)
+    settings = GenerationSettings(reference_token_budget(tokenizer, examples), 32)
+    shapes, original = [], model.generate
+
+    def counted(**kwargs):  # the batch's prompt width and the generated width, as the model ran them
+        out = original(**kwargs)
+        shapes.append((out.shape[0], kwargs["input_ids"].shape[1], out.shape[1] - kwargs["input_ids"].shape[1]))
+        return out
+
+    model.generate = counted
+    started = time.perf_counter()
+    generate(model, tokenizer, examples, settings)
+    seconds = time.perf_counter() - started
+    prompt_positions = sum(b * w for b, w, _ in shapes)
+    decoded_positions = sum(b * n for b, _, n in shapes)
+    positions = prompt_positions + decoded_positions
+    return {"rows": len(examples), "max_new_tokens": settings.max_new_tokens, "prompt_positions": prompt_positions,
+            "decoded_positions": decoded_positions, "seconds": round(seconds, 2),
+            "positions_per_s": round(positions / seconds, 1),
+            "flops_per_s": 2 * model.num_parameters() * positions / seconds}
+
+
 def parameter_count(model_dir: Path) -> int:
     from transformers import AutoModelForCausalLM
 
@@ -170,6 +205,7 @@ def main() -> None:
     fp32_rate = matmul_flops_per_s("fp32", threads)
     peak = matmul_flops_per_s("bf16", threads) if precision == "bf16" else fp32_rate
     params = parameter_count(model_dir)
+    gen = generation_rate(model_dir, dataset / "train.jsonl", threads)
     print(json.dumps({"model": args.model, "parameters": params, "steps": args.steps, "repeats": args.repeats,
                       "precision": precision, "precision_reason": why, "cpu_native_bf16": cpu_native_bf16_flags(),
                       "num_threads": threads, "batch": cfg["per_device_train_batch_size"],
@@ -178,6 +214,8 @@ def main() -> None:
                       "peak_matmul_gflops": round(peak / 1e9, 1),
                       "platform_mfu": round(6 * params * platform_tps / peak, 4),
                       "plain_mfu": round(6 * params * plain_tps / peak, 4),
+                      "generation": {k: v for k, v in gen.items() if k != "flops_per_s"},
+                      "generation_mfu": round(gen["flops_per_s"] / fp32_rate, 4),
                       "plain_tokens_per_s": round(plain_tps, 1), "platform_tokens_per_s": round(platform_tps, 1),
                       "ratio": round(platform_tps / plain_tps, 3),
                       "plain_wall_s": round(statistics.median(r["wall_s"] for r in plain), 1),
