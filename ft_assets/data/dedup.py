@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -44,14 +45,14 @@ def dedup_key(prompt: str, completion: str, history: str = "") -> str:
 def example_keys(records: pd.DataFrame) -> list[str]:
     """``dedup_key`` of every row: whole conversation, final prompt and answer (both replies of a pair)."""
     histories = records["history"] if "history" in records.columns else [""] * len(records)
-    return [dedup_key(p, a, h) for p, a, h in zip(records["prompt"], answer_texts(records), histories, strict=True)]
+    return [dedup_key(p, a, h) for p, a, h in zip(records["prompt"], _answers(records), histories, strict=True)]
 
 
 def example_texts(records: pd.DataFrame) -> list[str]:
     """The text near-duplicate detection compares: earlier turns, final prompt and answer."""
     histories = records["history"] if "history" in records.columns else ["[]"] * len(records)
     texts = []
-    for p, a, h in zip(records["prompt"], answer_texts(records), histories, strict=True):
+    for p, a, h in zip(records["prompt"], _answers(records), histories, strict=True):
         try:
             past = [str(t.get("content", "")) for t in json.loads(h or "[]") if isinstance(t, dict)]
         except json.JSONDecodeError:
@@ -62,10 +63,15 @@ def example_texts(records: pd.DataFrame) -> list[str]:
 
 def answer_texts(records: pd.DataFrame) -> list[str]:
     """What a row answers with: its completion, or for a preference pair both of its replies."""
+    return list(_answers(records))
+
+
+def _answers(records: pd.DataFrame) -> Iterator[str]:
+    """``answer_texts`` one row at a time: a million completions as a list are a GB beside the frame."""
     if "kind" not in records.columns:
-        return records["completion"].tolist()
-    return [c if k != "preference" else f"{ch}\x1e{rj}" for k, c, ch, rj in
-            zip(records["kind"], records["completion"], records["chosen"], records["rejected"], strict=True)]
+        return iter(records["completion"])
+    return (c if k != "preference" else f"{ch}\x1e{rj}" for k, c, ch, rj in
+            zip(records["kind"], records["completion"], records["chosen"], records["rejected"], strict=True))
 
 
 def _in_drop_order(records: pd.DataFrame) -> pd.DataFrame:
