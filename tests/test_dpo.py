@@ -211,6 +211,15 @@ def test_preference_dataset_and_dpo_adapter_materialize_in_the_graph(tmp_path):
     reused = materialization(instance, "dpo_adapter").metadata
     assert reused["reused"].value is True and reused["version"].value == adapter_dir.name
 
+    # Switched off (a recipe's dpo.enabled: false): the pairs are there, but the asset records that it did not train.
+    off = {"ops": {**config["ops"], "dpo_adapter": {"config": {**config["ops"]["dpo_adapter"]["config"],
+                                                               "enabled": False}}}}
+    skipped, _ = run_graph(tmp_path, off, instance=instance, asset_selection=[AssetKey("dpo_adapter")])
+    assert skipped.success
+    meta = materialization(instance, "dpo_adapter").metadata
+    assert meta["trained"].value is False and "dpo.enabled: false" in meta["reason"].value
+    assert not list(path_of(instance, "dpo_adapter").glob("adapter_model.*"))
+
 
 def test_without_preference_pairs_dpo_records_that_it_did_not_train_and_the_run_succeeds(tmp_path):
     from dagster import AssetKey

@@ -3,6 +3,7 @@
 from dataclasses import asdict
 
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from pydantic import Field
 
 from ft_assets.artifact_output import artifact_output, card
 from ft_assets.lineage.artifacts import Artifact
@@ -19,7 +20,10 @@ from resources import ArtifactStore, TrainingCompute
 
 DpoAdapterConfig = asset_config("DpoAdapterConfig", DPOSettings, DPOSettings.__doc__ or "",
                                 exclude=("lora_r", "lora_alpha", "lora_dropout", "target_modules"),
-                                bounds={"beta": {"gt": 0}})  # validate_dpo's rule (GRPO's 0: no KL)
+                                bounds={"beta": {"gt": 0}},  # validate_dpo's rule (GRPO's 0: no KL)
+                                enabled=(bool, Field(True, description="train DPO when the data has preference "
+                                                                       "pairs; off: the asset records that it did "
+                                                                       "not train")))
 
 
 def _reward_table(steps: list[dict], max_rows: int = 20) -> str:
@@ -39,7 +43,10 @@ def dpo_adapter(context: AssetExecutionContext, config: DpoAdapterConfig, base_m
                 training_compute: TrainingCompute) -> Output:
     """The SFT LoRA adapter trained further with trl's DPOTrainer; the reference is the SFT adapter as loaded."""
     inputs = {"base_model": base_model, "sft_adapter": sft_adapter, "preference_dataset": preference_dataset}
-    settings = config.model_dump(exclude={"reuse_identical"})
+    if not config.enabled:
+        return not_trained_output(context, artifact_store, "dpo_adapter", inputs, {},
+                                  "DPO switched off in the recipe (dpo.enabled: false)")
+    settings = config.model_dump(exclude={"reuse_identical", "enabled"})
     compute = compute_fingerprint(training_compute)
     key = training_key(settings, inputs, compute, training_code_version())
     if config.reuse_identical and (reused := reused_output(context, artifact_store, "dpo_adapter", key, inputs)):
