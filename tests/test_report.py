@@ -117,7 +117,7 @@ def test_markdown_columns_are_the_tasks_metrics():
     assert "| adapter | 0.600 | 0.200 | 3.000 | 5 |" in md
     assert "execution accuracy" not in md and "ROUGE-L" not in md
     assert "primary metric: numeric_match" in md
-    assert "merged: generations reused from adapter" in md
+    assert "merged: generations and perplexity reused from adapter" in md
     assert "| gsm8k.jsonl | numeric_match | 5 | 0.400 | 0.200 | 0.200 | 0.050 |" in md
 
 

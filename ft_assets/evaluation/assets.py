@@ -33,11 +33,12 @@ from resources import ArtifactStore, ModelGates, TaskResource
 class EvalConfig(Config):
     max_examples: int = Field(0, ge=0, description="eval rows scored; 0: the whole eval split")
     max_new_tokens: int = Field(0, ge=0, description="generation length; 0: the longest reference in tokens + margin")
-    token_margin: int = Field(16, ge=0, description="tokens beyond the longest reference when max_new_tokens is 0")
+    token_margin: int = Field(8, ge=0, description="tokens beyond the longest reference when max_new_tokens is 0")
     batch_size: int = Field(32, ge=1)
     failures_per_variant: int = Field(5, ge=0)
-    reuse_merged_generations: bool = Field(True, description="when merged_matches_adapter holds, score the "
-                                                             "adapter's generations for merged instead of regenerating")
+    reuse_merged_generations: bool = Field(True, description="when merged_matches_adapter holds (same logits), "
+                                                             "give merged the adapter's generations and perplexity "
+                                                             "instead of computing them again")
     cache_base: bool = Field(True, description="reuse the base model's generations for the same base model, eval "
                                                "split, eval config and task")
 
@@ -152,7 +153,12 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
                     base_cache = ranked["base_cache"]
                 continue
             if name == "merged" and config.reuse_merged_generations and merge_identical:
-                generations, reused["merged"] = results["adapter"]["generations"], "adapter"
+                # merged_matches_adapter holds: the same logits, so the same generations and perplexity.
+                adapter = results["adapter"]
+                results[name] = rescored(adapter["generations"], adapter["metrics"]["perplexity"], rows, specs,
+                                         primary)
+                reused[name] = "adapter"
+                continue
             if name == "base" and generations is None:  # the policy did not rank: the shared base cache
                 results[name], base_cache = base_eval(
                     context, artifact_store, base_model, {"sft_dataset": sft_dataset}, rows, specs, primary, settings,

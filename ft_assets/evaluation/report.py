@@ -123,8 +123,8 @@ def _notes(report: dict) -> list[str]:
             notes.append(f"{name}: generations and perplexity reused from the {source} ranking (same model, rows "
                          "and generation settings); metrics rescored")
         else:
-            notes.append(f"{name}: generations reused from {source} (merged_matches_adapter holds: logit-identical); "
-                         "metrics rescored, perplexity measured")
+            notes.append(f"{name}: generations and perplexity reused from {source} (merged_matches_adapter holds: "
+                         "logit-identical); metrics rescored")
     cache = report.get("base_cache")
     if cache:
         notes.append(f"base: {'cache hit' if cache.get('hit') else 'evaluated and cached'} (key {cache.get('key')})")

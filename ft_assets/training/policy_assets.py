@@ -34,7 +34,7 @@ class PolicyConfig(Config):
         "best", description="the adapter to ship; best: the better primary metric among those passing their gates")
     max_examples: int = Field(0, ge=0, description="eval rows that rank the candidates (0: the whole split, the "
                                                    "same rows eval_report scores, so it reuses these generations)")
-    token_margin: int = Field(16, ge=0, description="generation tokens beyond the longest reference")
+    token_margin: int = Field(8, ge=0, description="generation tokens beyond the longest reference")
     batch_size: int = Field(32, gt=0)
     cache_base: bool = Field(True, description="the base model's generations from the shared base-eval cache (the "
                                                "eval report's) when the base model, rows and settings are unchanged")
