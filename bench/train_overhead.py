@@ -140,7 +140,7 @@ def matmul_flops_per_s(dtype_name: str, threads: int, size: int = 1024, seconds:
 
 def generation_rate(model_dir: Path, train_path: Path, threads: int, rows: int = 64) -> dict:
     """Eval generation as ``eval_report`` runs it (``evaluate.generate``: greedy, batch 32, left-padded, the
-    longest reference + 16 new tokens) on ``rows`` examples: the positions the model ran per second (each batch's
+    longest reference + 8 new tokens) on ``rows`` examples: the positions the model ran per second (each batch's
     width x rows, padding and rows already finished included: that is the work done) and their forward FLOPs
     (2 x parameters per position)."""
     import torch
@@ -150,7 +150,7 @@ def generation_rate(model_dir: Path, train_path: Path, threads: int, rows: int =
     torch.set_num_threads(threads)
     examples = [json.loads(line) for line in train_path.read_text().splitlines()[:rows]]
     model, tokenizer = load_variant("base", model_dir)
-    settings = GenerationSettings(reference_token_budget(tokenizer, examples), 32)
+    settings = GenerationSettings(reference_token_budget(tokenizer, examples, margin=8), 32)  # eval's defaults
     shapes, original = [], model.generate
 
     def counted(**kwargs):  # the batch's prompt width and the generated width, as the model ran them
