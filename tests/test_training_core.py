@@ -40,7 +40,7 @@ def test_asset_configs_are_derived_from_the_recipe_settings():
     for f in fields(SFTSettings):
         assert sft_defaults[f.name] == getattr(SFTParams(base_model_dir="", train_path="", output_dir=""), f.name)
     assert DpoAdapterConfig().max_steps == DPOParams(base_model_dir="", train_path="", output_dir="").max_steps == 4
-    assert set(DpoAdapterConfig.model_fields) - {"reuse_identical"} <= {f.name for f in fields(DPOSettings)}
+    assert set(DpoAdapterConfig.model_fields) - {"reuse_identical", "enabled"} <= {f.name for f in fields(DPOSettings)}
     assert SftAdapterConfig.model_fields["eval_steps"].description.startswith("eval loss on the held-out split")
 
 
