@@ -141,7 +141,6 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
                 length = config.max_new_tokens or reference_token_budget(
                     load_tokenizer(base_model.path), rows, config.token_margin)
                 settings = GenerationSettings(length, config.batch_size)
-            generations = None
             source = {"base": "base", "adapter": policy.card().get("policy", "sft")}.get(name)
             if source in ranked.get("generations", {}) and ranked["max_new_tokens"] == settings.max_new_tokens \
                     and ranked["perplexity"].get(source) is not None:
@@ -159,7 +158,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
                                          primary)
                 reused[name] = "adapter"
                 continue
-            if name == "base" and generations is None:  # the policy did not rank: the shared base cache
+            if name == "base":  # the policy did not rank: the shared base cache
                 results[name], base_cache = base_eval(
                     context, artifact_store, base_model, {"sft_dataset": sft_dataset}, rows, specs, primary, settings,
                     task_identity(the_task), lambda: load_variant("base", base_model.path), enabled=config.cache_base)
@@ -167,9 +166,8 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
             started = time.perf_counter()
             model, tokenizer = load_variant(variant["kind"], variant["path"], base_dir=base_model.path)
             variant["load_seconds"] = round(time.perf_counter() - started, 3)
-            context.log.info(f"evaluating {name} on {len(rows)} examples"
-                             + (f" (reusing {reused[name]}'s generations)" if generations is not None else ""))
-            results[name] = evaluate_model(model, tokenizer, rows, specs, primary, settings, generations)
+            context.log.info(f"evaluating {name} on {len(rows)} examples")
+            results[name] = evaluate_model(model, tokenizer, rows, specs, primary, settings)
             context.log.info(f"{name}: {results[name]['metrics']}")
             del model
             gc.collect()
