@@ -40,6 +40,19 @@ def registry(audited):
         yield opened
 
 
+def test_without_a_ranking_merged_generates_once_for_adapter_and_merged(audited):
+    """policy sft ranks nothing, so eval_report generates: merged_matches_adapter holds, so the merged model runs
+    the one pass (no LoRA in every token) and the adapter is scored on it, listed in the variants' order."""
+    _, instance, _ = audited
+    report = json.loads((path_of(instance, "eval_report") / "report.json").read_text())
+    assert report["reused_generations"] == {"adapter": "merged"}
+    models = report["models"]
+    assert list(models)[:3] == ["base", "adapter", "merged"]
+    assert models["adapter"]["perplexity"] == models["merged"]["perplexity"]
+    assert models["adapter"]["generation_seconds"] == 0.0 and models["merged"]["generation_seconds"] > 0
+    assert models["adapter"]["generations_reused_from"] == "merged"
+
+
 def test_the_chain_is_complete_and_matches_the_recorded_materializations(audited, registry):
     result, instance, tmp_path = audited
     chain = audit(registry, instance, "production")

@@ -183,7 +183,9 @@ def test_eval_report_compares_four_variants_and_adapter_beats_base(scratch_run):
     # A tiny random model cannot write SQL, but training must cut its perplexity on held-out SQL.
     assert adapter["perplexity"] < 0.5 * base["perplexity"]
     assert adapter["execution_accuracy"] >= base["execution_accuracy"]
-    # merged_matches_adapter holds (test below), so merged is scored on the adapter's generations and perplexity.
+    # merged_matches_adapter holds (test below) and the policy ranked the adapter on these rows, so merged is
+    # scored on the adapter's generations and perplexity (without a ranking merged generates: tests/test_lineage).
+    assert report["reused_generations"]["adapter"].startswith("policy")
     assert report["reused_generations"]["merged"] == "adapter" and merged["perplexity"] == adapter["perplexity"]
     assert "| adapter |" in materialization(instance, "eval_report").metadata["eval_table"].value
 

@@ -37,8 +37,9 @@ class EvalConfig(Config):
     batch_size: int = Field(32, ge=1)
     failures_per_variant: int = Field(5, ge=0)
     reuse_merged_generations: bool = Field(True, description="when merged_matches_adapter holds (same logits), "
-                                                             "give merged the adapter's generations and perplexity "
-                                                             "instead of computing them again")
+                                                             "generate once for adapter and merged (with the "
+                                                             "merged model unless the policy ranking already did "
+                                                             "the adapter's)")
     cache_base: bool = Field(True, description="reuse the base model's generations for the same base model, eval "
                                                "split, eval config and task")
 
@@ -133,30 +134,37 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
     merge_check = json.loads((merged_model.path / "merge_check.json").read_text())
     merge_identical = merged_matches_adapter(merge_check, model_gates.merge_logit_tolerance).passed
     results, reused, base_cache = {}, {}, {}
-    settings = None
+    length = config.max_new_tokens or reference_token_budget(load_tokenizer(base_model.path), rows,
+                                                             config.token_margin)
+    settings = GenerationSettings(length, config.batch_size)  # every variant shares the base model's tokenizer
+    sources = {"base": "base", "adapter": policy.card().get("policy", "sft")}
+    ranked_ok = {name: source in ranked.get("generations", {}) and ranked["max_new_tokens"] == length
+                 and ranked["perplexity"].get(source) is not None for name, source in sources.items()}
+    # merged_matches_adapter holds: the same logits, so one pass serves both. Unless the policy's ranking already
+    # generated the adapter's, the merged model runs it (no LoRA matmuls in every token) and the adapter reuses it.
+    share = config.reuse_merged_generations and merge_identical
+    order = list(variants)
+    if share and not ranked_ok["adapter"]:
+        order.remove("adapter")
+        order.insert(order.index("merged") + 1, "adapter")
     with tempfile.TemporaryDirectory() as tmp:
         specs = the_task.prepare(Path(tmp))  # e.g. the demo builds its database here
-        for name, variant in variants.items():
-            if settings is None:  # every variant shares the base model's tokenizer
-                length = config.max_new_tokens or reference_token_budget(
-                    load_tokenizer(base_model.path), rows, config.token_margin)
-                settings = GenerationSettings(length, config.batch_size)
-            source = {"base": "base", "adapter": policy.card().get("policy", "sft")}.get(name)
-            if source in ranked.get("generations", {}) and ranked["max_new_tokens"] == settings.max_new_tokens \
-                    and ranked["perplexity"].get(source) is not None:
+        for name in order:
+            variant = variants[name]
+            if ranked_ok.get(name):
                 # Same model, same rows, same settings: the policy's generations and perplexity, nothing loaded.
+                source = sources[name]
                 results[name] = rescored(ranked["generations"][source], ranked["perplexity"][source], rows,
                                          specs, primary)
                 reused[name] = f"policy ({source})"
                 if name == "base":
                     base_cache = ranked["base_cache"]
                 continue
-            if name == "merged" and config.reuse_merged_generations and merge_identical:
-                # merged_matches_adapter holds: the same logits, so the same generations and perplexity.
-                adapter = results["adapter"]
-                results[name] = rescored(adapter["generations"], adapter["metrics"]["perplexity"], rows, specs,
-                                         primary)
-                reused[name] = "adapter"
+            other = {"merged": "adapter", "adapter": "merged"}.get(name)
+            if share and other in results:  # same logits: the same generations and perplexity
+                results[name] = rescored(results[other]["generations"], results[other]["metrics"]["perplexity"],
+                                         rows, specs, primary)
+                reused[name] = other
                 continue
             if name == "base":  # the policy did not rank: the shared base cache
                 results[name], base_cache = base_eval(
@@ -171,6 +179,7 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
             context.log.info(f"{name}: {results[name]['metrics']}")
             del model
             gc.collect()
+    results = {name: results[name] for name in variants}  # the report lists variants in their own order
     models = {name: {k: v for k, v in r["metrics"].items()} for name, r in results.items()}
     for name, source in reused.items():
         models[name]["generations_reused_from"] = source
