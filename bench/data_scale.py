@@ -103,9 +103,9 @@ def _stop_forkserver() -> None:
 def run_stage(stage: str, rows: int, work: Path) -> dict:
     """One stage as its asset or asset check runs it; returns what it produced."""
     from data_checks.checks import MIN_CLEAN_ROWS, MIN_EVAL_ROWS, MIN_TRAIN_ROWS
-    from ft_assets.data import artifact_files as files
-    from ft_assets.data.pipeline import dedup_stage, ingest_to_artifact
+    from ft_assets.data.pipeline import ingest_to_artifact
     from ft_assets.data.streamed import clean_to_artifact, split_to_artifact
+    from ft_assets.data.streamed_dedup import dedup_to_artifact
     from ft_assets.data.suites import (
         clean_records_suite,
         deduped_records_suite,
@@ -136,9 +136,8 @@ def run_stage(stage: str, rows: int, work: Path) -> dict:
     if stage == "clean_gate":
         return gate(records_gate_frame(dirs["clean"]), "clean_records", clean_records_suite(MIN_CLEAN_ROWS))
     if stage == "dedup":
-        result = dedup_stage(files.read_records(dirs["clean"]))
-        files.write_records(fresh("deduped"), result.records, duplicates=result.duplicates)
-        return {"kept": len(result.records), "exact": result.exact, "near": result.near}
+        summary = dedup_to_artifact(dirs["clean"], fresh("deduped"))
+        return {"kept": summary.records, "exact": summary.exact, "near": summary.near}
     if stage == "dedup_gate":
         return gate(records_gate_frame(dirs["deduped"], keys=True), "deduped_records",
                     deduped_records_suite(MIN_CLEAN_ROWS))

@@ -11,12 +11,15 @@ import random
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from ft_assets.data import artifact_files as files
 from ft_assets.data.clean import CleanConfig
+from ft_assets.data.dedup import _in_drop_order, exact_dedup
 from ft_assets.data.pipeline import clean_stage, dedup_stage, ingest_to_artifact, split_stage
 from ft_assets.data.streamed import clean_to_artifact, split_to_artifact
+from ft_assets.data.streamed_dedup import dedup_to_artifact
 from ft_assets.data.suites import prepared_batch, records_gate_frame, sft_frame, sft_frame_from_files
 
 BATCH = 37
@@ -51,16 +54,20 @@ def _drop(path: Path, rows: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("streaming")
+def _ingested(root: Path, make_drop, stem: str, rows: int, seeds: tuple[int, ...]) -> list[Path]:
+    """One raw record artifact per generated drop ``<stem>-000<k>.jsonl``, in drop order."""
     out = []
-    for k, seed in enumerate((1, 2)):
+    for k, seed in enumerate(seeds):
         directory = root / f"raw{k}"
         directory.mkdir()
-        ingest_to_artifact([_drop(root / f"drop-000{k}.jsonl", 400, seed)], directory)
+        ingest_to_artifact([make_drop(root / f"{stem}-000{k}.jsonl", rows, seed)], directory)
         out.append(directory)
     return out
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> list[Path]:
+    return _ingested(tmp_path_factory.mktemp("streaming"), _drop, "drop", 400, (1, 2))
 
 
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -156,3 +163,88 @@ def test_gx_suite_validated_in_slices_gives_the_whole_frames_verdict(deduped, tm
     assert validate_frame(clean, "deduped", deduped_records_suite(min_rows=50), batch_rows=60).success
     too_few = validate_frame(clean, "deduped", deduped_records_suite(min_rows=10**6), batch_rows=60)
     assert [o.expectation for o in too_few.failures()] == ["expect_table_row_count_to_be_between"]
+
+
+def _dup_drop(path: Path, rows: int, seed: int) -> Path:
+    """Long prompts (60-90 words) with exact copies (re-cased) and near copies (one word changed) of rows
+    anywhere before, so duplicates and what they duplicate often sit in different batches; chats and
+    preference pairs besides."""
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choices("abcdefghijklmnop", k=rng.randint(3, 8))) for _ in range(500)]
+    made: list[dict] = []
+    lines = []
+    for _ in range(rows):
+        roll = rng.random()
+        if made and roll < 0.12:
+            obj = dict(rng.choice(made))
+            obj["question"] = obj["question"].upper()
+        elif made and roll < 0.24:
+            obj = dict(rng.choice(made))
+            words = obj["question"].split()
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+            obj["question"] = " ".join(words)
+        elif roll < 0.28:
+            words = " ".join(rng.choices(vocab, k=30))
+            obj = {"messages": [{"role": "user", "content": words}, {"role": "assistant", "content": "Ok."},
+                                {"role": "user", "content": f"Then {words}?"}, {"role": "assistant", "content": "No."}]}
+        elif roll < 0.32:
+            obj = {"prompt": " ".join(rng.choices(vocab, k=40)), "chosen": "A good answer.", "rejected": "A bad one."}
+        else:
+            obj = {"question": " ".join(rng.choices(vocab, k=rng.randint(60, 90))) + "?",
+                   "answer": f"SELECT {rng.choice(vocab)} FROM t;"}
+        made += [obj] if "question" in obj else []  # copies too: an exact copy of a near copy, a chain
+        lines.append(obj)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dup_clean(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dedup")
+    raws = _ingested(root, _dup_drop, "dups", 300, (3, 4))
+    out = {}
+    # "reversed": the second drop's rows first, not in drop order (no stage writes that; the in-memory form sorts).
+    for name, sources in (("ordered", raws), ("reversed", raws[::-1])):
+        out[name] = root / name
+        out[name].mkdir()
+        clean_to_artifact(sources, out[name], workers=1)
+    return out
+
+
+@pytest.mark.parametrize(("order", "near"), [("ordered", True), ("ordered", False), ("reversed", True)])
+def test_streamed_dedup_writes_what_the_in_memory_stage_writes(dup_clean, tmp_path, monkeypatch, order, near):
+    from ft_assets.data import streamed_dedup
+
+    source, expected_dir, out = dup_clean[order], tmp_path / "expected", tmp_path / "streamed"
+    expected_dir.mkdir()
+    out.mkdir()
+    expected = dedup_stage(files.read_records(source), near_duplicates=near)
+    files.write_records(expected_dir, expected.records, duplicates=expected.duplicates)  # what the asset wrote
+    fallbacks, in_memory = [], streamed_dedup._in_memory
+    monkeypatch.setattr(streamed_dedup, "_in_memory", lambda *a: fallbacks.append(a) or in_memory(*a))
+    summary = dedup_to_artifact(source, out, near_duplicates=near, workers=2, batch_rows=BATCH)
+    # A stage's artifact is streamed; one out of drop order takes the in-memory form (which sorts).
+    assert bool(fallbacks) == (order == "reversed")
+
+    clean = files.read_records(source)
+    assert (_in_drop_order(clean) is clean) == (order == "ordered")
+    if order == "ordered" and near:  # the data exercises what can go wrong
+        assert expected.exact > 20 and expected.near > 20
+        position = {r: i // BATCH for i, r in enumerate(clean["record_id"])}
+        near_dups = expected.duplicates[expected.duplicates["method"] == "near"]
+        assert (near_dups["record_id"].map(position) != near_dups["duplicate_of"].map(position)).sum() > 10
+        # Exact copies of rows that then went as near duplicates: they name the row that stayed.
+        assert set(exact_dedup(clean).duplicates["duplicate_of"]) & set(near_dups["record_id"])
+    for name in (files.RECORDS_FILE, files.DUPLICATES_FILE):
+        assert pq.read_table(out / name).equals(pq.read_table(expected_dir / name)), name
+    _frames_equal(files.read_records(out), files.read_records(expected_dir))
+    _frames_equal(files.read_duplicates(out), files.read_duplicates(expected_dir))
+    assert (summary.rows_in, summary.records, summary.exact, summary.near) == (
+        len(clean), len(expected.records), expected.exact, expected.near)
+    _frames_equal(summary.duplicates, expected.duplicates)
+    # What the asset's examples show: the prompts of the kept rows the first duplicates name.
+    prompts = dict(zip(expected.records["record_id"], expected.records["prompt"], strict=True))
+    sample = dict(zip(summary.kept_sample["record_id"], summary.kept_sample["prompt"], strict=True))
+    for method in ("exact", "near"):
+        named = expected.duplicates.loc[expected.duplicates["method"] == method, "duplicate_of"].head(5)
+        assert {r: sample[r] for r in named} == {r: prompts[r] for r in named}

@@ -11,9 +11,10 @@ from ft_assets.automation.drops import DROP_SHA256_TAG, digest_stream
 from ft_assets.data import artifact_files as files
 from ft_assets.data.clean import CleanConfig
 from ft_assets.data.ingest import check_field_map
-from ft_assets.data.pipeline import dedup_stage, ingest_to_artifact
+from ft_assets.data.pipeline import ingest_to_artifact
 from ft_assets.data.records import reason_examples
 from ft_assets.data.streamed import clean_to_artifact, split_to_artifact
+from ft_assets.data.streamed_dedup import dedup_to_artifact
 from ft_assets.lineage.artifacts import Artifact
 from resources import ArtifactStore, DvcResource, RawDrops
 
@@ -128,24 +129,22 @@ def _pair_examples(duplicates: pd.DataFrame, kept: pd.DataFrame, n: int = 5) -> 
 def deduped_records(context: AssetExecutionContext, config: DedupConfig, clean_records: Artifact,
                     artifact_store: ArtifactStore, dvc: DvcResource) -> Output:
     """Exact duplicates (normalized text) then MinHash-LSH near duplicates removed; each names what it duplicated."""
-    # No reference kept to the frame read: dedup_stage frees it after exact dedup (a million rows are GBs).
-    result = dedup_stage(files.read_records(clean_records.path), config.near_duplicates, config.near_threshold,
-                         config.num_perm, config.shingle_size)
-    rows_in = len(result.records) + len(result.duplicates)  # dedup_stage checked this accounting
     with artifact_store.stage("deduped_records") as staging:
-        files.write_records(staging, result.records, duplicates=result.duplicates)
+        # Streamed: keys and signatures a batch at a time, the rows written batch by batch (memory: no whole
+        # frame, no texts); the accounting is checked before publish.
+        result = dedup_to_artifact(clean_records.path, staging, config.near_duplicates, config.near_threshold,
+                                   config.num_perm, config.shingle_size)
         artifact = artifact_store.publish(staging, card(context, {"clean_records": clean_records},
                                                         config.model_dump()))
     dvc_md5 = dvc.track("deduped_records", artifact.path)
+    duplicates = result.duplicates
     return artifact_output(
         artifact, {"clean_records": clean_records}, data_version=dvc_md5, dvc_md5=dvc_md5 or "",
-        rows_in=rows_in, rows=len(result.records), exact_duplicates=result.exact,
-        near_duplicates=result.near, duplicate_rate=round(len(result.duplicates) / max(rows_in, 1), 4),
-        # duplicate_of always names a row that stayed, so the kept records hold every prompt shown.
-        exact_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "exact"],
-                                                result.records),
-        near_duplicate_examples=_pair_examples(result.duplicates[result.duplicates["method"] == "near"],
-                                               result.records),
+        rows_in=result.rows_in, rows=result.records, exact_duplicates=result.exact,
+        near_duplicates=result.near, duplicate_rate=round(len(duplicates) / max(result.rows_in, 1), 4),
+        # duplicate_of always names a row that stayed; kept_sample holds those the first duplicates name.
+        exact_duplicate_examples=_pair_examples(duplicates[duplicates["method"] == "exact"], result.kept_sample),
+        near_duplicate_examples=_pair_examples(duplicates[duplicates["method"] == "near"], result.kept_sample),
     )
 
 

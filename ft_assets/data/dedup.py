@@ -122,3 +122,14 @@ def near_dedup(records: pd.DataFrame, threshold: float = 0.8, num_perm: int = 12
     dups = ordered[is_dup].assign(duplicate_of=[dup_rows[i][0] for i in ordered.index[is_dup]],
                                   similarity=[round(dup_rows[i][1], 4) for i in ordered.index[is_dup]])
     return DedupResult(ordered[~is_dup].reset_index(drop=True), dups.reset_index(drop=True))
+
+
+def merged_duplicates(exact: pd.DataFrame, near: pd.DataFrame) -> pd.DataFrame:
+    """``exact_dedup``'s then ``near_dedup``'s duplicates as one frame, with ``method`` and ``similarity``.
+
+    An exact duplicate of a row that then went as a near duplicate points at the row that stayed.
+    """
+    stayed = dict(zip(near["record_id"], near["duplicate_of"], strict=True))
+    exact = exact.assign(duplicate_of=exact["duplicate_of"].map(lambda r: stayed.get(r, r)), method="exact",
+                         similarity=1.0)
+    return pd.concat([exact, near.assign(method="near")], ignore_index=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -285,14 +286,21 @@ def _candidate_pairs(
     return tuple(np.stack([c // max(n, 1), c % max(n, 1)], axis=1) for c in (first_codes, second_codes))
 
 
-class _ShingleSets:
-    """Sorted unique shingle hashes of the documents that reach verification, computed for those only."""
+class ShingleSets:
+    """Sorted unique shingle hashes of the documents that reach verification, computed for those only.
 
-    def __init__(self, texts: list[str], docs: np.ndarray, shingle_size: int) -> None:
+    ``add`` takes documents a group at a time, so a caller streaming its texts from disk holds the sets of
+    the candidates, never all texts.
+    """
+
+    def __init__(self, shingle_size: int) -> None:
+        self.shingle_size = shingle_size
         self.sets: dict[int, np.ndarray] = {}
-        self.docs = docs.tolist()
-        for lo, hi in batches([texts[d] for d in self.docs]):
-            shingles, offsets = _shingles([texts[d] for d in self.docs[lo:hi]], shingle_size)
+
+    def add(self, docs: list[int], texts: list[str]) -> None:
+        """The sets of documents ``docs`` (indices), whose texts are ``texts``."""
+        for lo, hi in batches(texts):
+            shingles, offsets = _shingles(texts[lo:hi], self.shingle_size)
             # One sort for the whole batch (by document, then hash) instead of np.unique per document.
             doc = np.repeat(np.arange(hi - lo), np.diff(offsets))
             order = np.lexsort((shingles, doc))
@@ -301,7 +309,7 @@ class _ShingleSets:
             keep[1:] = (shingles[1:] != shingles[:-1]) | (doc[1:] != doc[:-1])
             shingles, doc = shingles[keep], doc[keep]
             bounds = np.searchsorted(doc, np.arange(hi - lo + 1)).tolist()
-            for k, d in enumerate(self.docs[lo:hi]):
+            for k, d in enumerate(docs[lo:hi]):
                 self.sets[d] = shingles[bounds[k] : bounds[k + 1]]
 
     def jaccard(self, i: int, j: int) -> float:
@@ -310,6 +318,14 @@ class _ShingleSets:
             return 0.0
         inter = len(np.intersect1d(a, b, assume_unique=True))
         return inter / (len(a) + len(b) - inter)
+
+
+def check_parameters(threshold: float, num_perm: int, shingle_size: int) -> None:
+    """Raise ``ValueError`` for settings near-duplicate detection cannot run with."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if shingle_size < 1 or num_perm < 1:
+        raise ValueError("shingle_size and num_perm must be >= 1")
 
 
 def find_near_duplicates(
@@ -322,16 +338,34 @@ def find_near_duplicates(
     between those two texts, so in a chain a~b~c it can be below the threshold for (a, c).
     Texts without any word never pair.
     """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    if shingle_size < 1 or num_perm < 1:
-        raise ValueError("shingle_size and num_perm must be >= 1")
+    check_parameters(threshold, num_perm, shingle_size)
     if len(texts) < 2:
         return []
-    sig = signatures(texts, num_perm, shingle_size, seed)
-    bands, rows = choose_bands(threshold, num_perm)
+
+    def load_sets(docs: np.ndarray) -> ShingleSets:
+        sets = ShingleSets(shingle_size)
+        sets.add(docs.tolist(), [texts[d] for d in docs.tolist()])
+        return sets
+
+    return cluster_near_duplicates(signatures(texts, num_perm, shingle_size, seed), load_sets, threshold, seed)
+
+
+def cluster_near_duplicates(
+    sig: np.ndarray, load_sets: Callable[[np.ndarray], ShingleSets], threshold: float, seed: int = 0,
+    active: np.ndarray | None = None,
+) -> list[tuple[int, int, float]]:
+    """``find_near_duplicates`` from the signatures (num_perm, n_docs): LSH candidates, then exact verification.
+
+    ``load_sets(docs)`` gives the shingle sets of the (sorted) candidate documents, the only texts verification
+    needs. ``active`` (bool per document) leaves documents out, as if they were not there: indices keep their
+    order, so the result equals ``find_near_duplicates`` of the active texts alone, in their indices.
+    """
+    num_perm, n = sig.shape
     # An all-max column is a text without words (a real signature has that with probability ~2**-32*num_perm).
     has_words = (sig != _MAX_U32).any(axis=0)
+    if active is not None:
+        has_words &= active
+    bands, rows = choose_bands(threshold, num_perm)
     first, second = _candidate_pairs(sig, has_words, bands, rows, seed)
     # Cheap prefilter on the signature estimate, 5 standard deviations below the threshold: skips
     # exact work on bucket collisions that are nowhere near, at a negligible recall cost.
@@ -343,8 +377,9 @@ def find_near_duplicates(
     first = plausible(first)
     if len(first) + len(second) == 0:
         return []
-    sets = _ShingleSets(texts, _unique(np.concatenate([first.ravel(), second.ravel()])), shingle_size)
-    parent = list(range(len(texts)))
+    docs = _unique(np.concatenate([first.ravel(), second.ravel()]))
+    sets = load_sets(docs)
+    parent = list(range(n))
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -366,10 +401,10 @@ def find_near_duplicates(
 
     verify(first)
     if len(second):
-        roots = np.array([find(x) for x in range(len(texts))])
+        roots = np.array([find(x) for x in range(n)])
         verify(plausible(second[roots[second[:, 0]] != roots[second[:, 1]]]))
     result = []
-    for j in sets.docs:  # only candidates can have joined a cluster
+    for j in docs.tolist():  # only candidates can have joined a cluster
         root = find(j)
         if root != j:
             sim = verified.get((root, j))
@@ -379,4 +414,6 @@ def find_near_duplicates(
 
 def jaccard(a: str, b: str, shingle_size: int = 5) -> float:
     """Exact Jaccard similarity of the two texts' word-shingle sets (0.0 if either has no words)."""
-    return _ShingleSets([a, b], np.array([0, 1]), shingle_size).jaccard(0, 1)
+    sets = ShingleSets(shingle_size)
+    sets.add([0, 1], [a, b])
+    return sets.jaccard(0, 1)

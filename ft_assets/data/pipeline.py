@@ -13,7 +13,7 @@ import pandas as pd
 
 from ft_assets.data.clean import CleanConfig, CleanResult, clean_records
 from ft_assets.data.decontam import contaminated
-from ft_assets.data.dedup import DedupResult, exact_dedup, near_dedup
+from ft_assets.data.dedup import DedupResult, exact_dedup, merged_duplicates, near_dedup
 from ft_assets.data.ingest import IngestLimits, IngestResult, IngestSummary, ingest_drops, ingest_to_files
 from ft_assets.data.split import source_record_id, split_records
 
@@ -75,11 +75,7 @@ def dedup_stage(records: pd.DataFrame, near_duplicates: bool = True, threshold: 
     del records
     near = (near_dedup(exact.records, threshold, num_perm, shingle_size) if near_duplicates and len(exact.records)
             else DedupResult(exact.records, exact.duplicates.iloc[0:0]))
-    # An exact duplicate of a row that then went as a near duplicate points at the row that stayed.
-    stayed = dict(zip(near.duplicates["record_id"], near.duplicates["duplicate_of"], strict=True))
-    exact_dups = exact.duplicates.assign(duplicate_of=exact.duplicates["duplicate_of"].map(lambda r: stayed.get(r, r)),
-                                         method="exact", similarity=1.0)
-    duplicates = pd.concat([exact_dups, near.duplicates.assign(method="near")], ignore_index=True)
+    duplicates = merged_duplicates(exact.duplicates, near.duplicates)
     _accounted("dedup", rows_in, kept=len(near.records), duplicates=len(duplicates))
     return DedupStageResult(near.records, duplicates, len(exact.duplicates), len(near.duplicates))
 
