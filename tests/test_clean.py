@@ -411,3 +411,31 @@ def test_keep_newlines_keeps_line_structure():
     result = clean_records(_records(("Who works in Sales?", "SELECT name\n  FROM employees;")),
                            CleanConfig(keep_newlines=True))
     assert result.records["completion"].iloc[0] == "SELECT name\n  FROM employees;"
+
+
+def test_fast_paths_give_what_the_patterns_give():
+    """normalize_text and symbol_ratio take str methods on ASCII text (the regexes were a third of clean's
+    time): on every ASCII character, and on random mixes of ASCII and non-ASCII text, the result is the
+    patterns' own."""
+    import random
+    import re
+    import unicodedata
+
+    from ft_assets.data.clean import duplicate_ngram_share, symbol_ratio
+
+    control, whitespace, symbol = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"), re.compile(r"\s+"), \
+        re.compile(r"[^\w\s]|_")
+
+    def by_patterns(text: str) -> tuple[str, float]:
+        normalized = whitespace.sub(" ", control.sub("", unicodedata.normalize("NFKC", text))).strip()
+        ratio = (len(text) - len(symbol.sub("", text))) / len(text) if text else 0.0
+        return normalized, ratio
+
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(128)] + list("é ß\u00a0\u2003\u3000中😀\u200b\u2028ﬁ_")
+    samples = [chr(c) for c in range(128)] + ["", "   ", "a  b\t\nc", "x_y-z!"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    samples += ["".join(rng.choice(alphabet[:128]) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    for text in samples:
+        assert (normalize_text(text), symbol_ratio(text)) == by_patterns(text), repr(text)
+    assert duplicate_ngram_share("a b c a b c") == 1 - 3 / 4 and duplicate_ngram_share("a b") == 0.0
