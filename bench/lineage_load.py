@@ -79,7 +79,10 @@ def heavy_imports(work: Path, argv: list[str]) -> list[str]:
              f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe, *argv], env=_env(work), capture_output=True, text=True,
                           cwd=REPO, timeout=300)
-    return [m for m in done.stdout.strip().splitlines()[-1].split(",") if m] if done.returncode == 0 else ["?"]
+    if done.returncode != 0:
+        return ["?"]
+    lines = done.stdout.strip().splitlines()  # none when nothing heavy was imported: the probe printed ""
+    return [m for m in (lines[-1] if lines else "").split(",") if m]
 
 
 def _spin() -> None:
