@@ -49,8 +49,10 @@ def test_without_a_ranking_merged_generates_once_for_adapter_and_merged(audited)
     models = report["models"]
     assert list(models)[:3] == ["base", "adapter", "merged"]
     assert models["adapter"]["perplexity"] == models["merged"]["perplexity"]
-    assert models["adapter"]["generation_seconds"] == 0.0 and models["merged"]["generation_seconds"] > 0
+    # Provenance, not timing: a tiny model on a fast CPU can generate in under a millisecond.
+    assert models["adapter"]["generation_seconds"] == 0.0
     assert models["adapter"]["generations_reused_from"] == "merged"
+    assert "generations_reused_from" not in models["merged"]
 
 
 def test_the_chain_is_complete_and_matches_the_recorded_materializations(audited, registry):

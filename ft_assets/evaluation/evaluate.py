@@ -128,7 +128,7 @@ def evaluate_model(model, tokenizer, rows: list[dict], metric_specs: dict[str, d
     gen_seconds = time.perf_counter() - started
     result = score_generations(generations, rows, metric_specs, primary_metric)
     result["metrics"].update(perplexity=completion_perplexity(model, tokenizer, rows), n=len(rows),
-                             generation_seconds=0.0 if reused else round(gen_seconds, 1))
+                             generation_seconds=0.0 if reused else round(gen_seconds, 3))
     result["generations"] = generations
     return result
 
