@@ -42,6 +42,9 @@ class EvalConfig(Config):
                                                              "the adapter's)")
     cache_base: bool = Field(True, description="reuse the base model's generations for the same base model, eval "
                                                "split, eval config and task")
+    share_prompt_prefix: bool = Field(True, description="run the tokens every prompt starts with (system prompt, "
+                                                        "chat header) once and reuse their KV cache per batch; off: "
+                                                        "every row runs whole (models whose cache cannot be copied)")
 
 
 def _variants(base_model: Artifact, policy: Artifact, merged_model: Artifact,
@@ -87,7 +90,7 @@ def _forgetting(context, task, base_model: Artifact, tuned: tuple[str, Path], se
         return out
     length = int(spec.get("max_new_tokens") or min(256, reference_token_budget(load_tokenizer(base_model.path),
                                                                                rows)))
-    forgetting_settings = GenerationSettings(length, settings.batch_size)
+    forgetting_settings = GenerationSettings(length, settings.batch_size, settings.share_prefix)
     base, out["base_cache"] = base_eval(
         context, artifact_store, base_model, {}, rows, {"forgetting": metric}, "forgetting", forgetting_settings,
         {"forgetting": metric, "path": str(spec["path"])},
@@ -136,7 +139,8 @@ def eval_report(context: AssetExecutionContext, config: EvalConfig, sft_dataset:
     results, reused, base_cache = {}, {}, {}
     length = config.max_new_tokens or reference_token_budget(load_tokenizer(base_model.path), rows,
                                                              config.token_margin)
-    settings = GenerationSettings(length, config.batch_size)  # every variant shares the base model's tokenizer
+    # Every variant shares the base model's tokenizer.
+    settings = GenerationSettings(length, config.batch_size, config.share_prompt_prefix)
     sources = {"base": "base", "adapter": policy.card().get("policy", "sft")}
     ranked_ok = {name: source in ranked.get("generations", {}) and ranked["max_new_tokens"] == length
                  and ranked["perplexity"].get(source) is not None for name, source in sources.items()}

@@ -7,11 +7,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ft_assets.evaluation.shared_prefix import SharedPrefix
+
 
 @dataclass
 class GenerationSettings:
     max_new_tokens: int = 64
     batch_size: int = 32
+    share_prefix: bool = True  # the prompts' common prefix runs once (``SharedPrefix``)
 
 
 def load_variant(kind: str, model_dir: Path, base_dir: Path | None = None):
@@ -47,45 +50,60 @@ def _prompt_texts(tokenizer, rows: list[dict]) -> list[str]:
     return [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
 
 
+def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _prefix(model, sequences: list[list[int]], share: bool) -> SharedPrefix:
+    return SharedPrefix.prefill(model, sequences) if share else SharedPrefix()
+
+
 def generate(model, tokenizer, rows: list[dict], settings: GenerationSettings) -> list[str]:
+    """Greedy completions of the rows' prompts, in batches; the prompts' shared prefix runs once."""
     import torch
 
     outputs: list[str] = []
-    texts = _prompt_texts(tokenizer, rows)
-    for start in range(0, len(texts), settings.batch_size):
-        batch = tokenizer(texts[start:start + settings.batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(model.device)
+    prompts = _token_ids(tokenizer, _prompt_texts(tokenizer, rows))
+    prefix = _prefix(model, prompts, settings.share_prefix)
+    for start in range(0, len(prompts), settings.batch_size):
+        batch = prefix.batch(prompts[start:start + settings.batch_size], tokenizer.pad_token_id, model.device)
+        cache = {"cache": batch["cache"]} if batch["cache"] is not None else {}
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=settings.max_new_tokens, do_sample=False,
+            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **cache,
+                                 max_new_tokens=settings.max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return outputs
 
 
-def completion_perplexity(model, tokenizer, rows: list[dict], batch_size: int = 16) -> float:
+def completion_perplexity(model, tokenizer, rows: list[dict], batch_size: int = 16,
+                          share_prefix: bool = True) -> float:
     """exp(mean NLL) of the gold completion tokens (the end-of-turn token included), prompt masked.
 
-    Rows are left-padded, so every completion sits at the end of its row and
-    only the last positions need logits (``logits_to_keep``): the vocabulary
-    projection over prompt tokens was most of this function's time.
+    Rows are padded before their own tokens, so every completion sits at the end of its row and only the last
+    positions need logits (``logits_to_keep``): the vocabulary projection over prompt tokens was most of this
+    function's time. The prompts' shared prefix runs once (``SharedPrefix``).
     """
     import torch
 
-    tokenizer.padding_side = "left"
+    fulls = _token_ids(tokenizer, [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
+                                   for r in rows])
+    prompt_lens = [len(ids) for ids in _token_ids(tokenizer, _prompt_texts(tokenizer, rows))]
+    # The prefix stops before each prompt's last token, whose logit predicts the completion's first.
+    prefix = _prefix(model, [f[:n] for f, n in zip(fulls, prompt_lens, strict=True)], share_prefix)
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        fulls = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in chunk]
-        prompts = _prompt_texts(tokenizer, chunk)
-        prompt_lens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        enc = tokenizer(fulls, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        width = enc["input_ids"].shape[1]
-        completion_lens = [int(n) - p for n, p in zip(enc["attention_mask"].sum(1).tolist(), prompt_lens, strict=True)]
+        chunk, lens = fulls[start:start + batch_size], prompt_lens[start:start + batch_size]
+        batch = prefix.batch(chunk, tokenizer.pad_token_id, model.device)
+        tails = batch["input_ids"][:, batch["prefix_length"]:]
+        completion_lens = [len(f) - n for f, n in zip(chunk, lens, strict=True)]
         keep = max(completion_lens) + 1
         with torch.inference_mode():
-            logits = model(**enc, logits_to_keep=keep).logits.float()[:, :-1]
-        targets = enc["input_ids"][:, width - keep + 1:].clone()
+            logits = model(input_ids=tails, attention_mask=batch["attention_mask"],
+                           position_ids=batch["suffix_position_ids"], cache=batch["cache"],
+                           use_cache=batch["cache"] is not None, logits_to_keep=keep).logits.float()[:, :-1]
+        targets = tails[:, tails.shape[1] - keep + 1:].clone()
         for i, n in enumerate(completion_lens):
             targets[i, : keep - 1 - n] = -100  # positions before this row's completion
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -127,7 +145,8 @@ def evaluate_model(model, tokenizer, rows: list[dict], metric_specs: dict[str, d
     generations = generations if reused else generate(model, tokenizer, rows, settings)
     gen_seconds = time.perf_counter() - started
     result = score_generations(generations, rows, metric_specs, primary_metric)
-    result["metrics"].update(perplexity=completion_perplexity(model, tokenizer, rows), n=len(rows),
+    result["metrics"].update(perplexity=completion_perplexity(model, tokenizer, rows,
+                                                                     share_prefix=settings.share_prefix), n=len(rows),
                              generation_seconds=0.0 if reused else round(gen_seconds, 3))
     result["generations"] = generations
     return result
