@@ -6,7 +6,10 @@ Usage: python bench/train_overhead.py [--model scratch|smollm2] [--steps N] [--r
 The last line is a JSON object with ``plain_tokens_per_s`` (stock trl), ``plain_same_head_tokens_per_s`` (stock trl
 plus the one compute change the platform makes: the LM head projects only labelled positions, see
 ``core.score_labelled_positions_only``), ``platform_tokens_per_s``, ``ratio`` = platform over plain with the same
-head, the overhead (target: ratio >= 0.95), and ``ratio_vs_stock_trl``. All sides run the same precision (the
+head, the overhead (target: ratio >= 0.95), and ``ratio_vs_stock_trl``; those platform runs have
+``share_prompt_prefix`` off, so both sides do the same work. A fourth side runs the platform's default (each
+batch's shared prompt prefix once: ``platform_shared_prefix_tokens_per_s``, ``shared_prefix_speedup`` over the
+same platform without it, counting the same tokens). All sides run the same precision (the
 platform's ``auto`` choice, resolved once here and passed to all), batch, sequence length, steps and torch thread
 count; the JSON records them with the CPU's native-bf16 flags. The same run measures this machine's fp32 (and, when
 training in bf16, bf16) matmul FLOP/s and prints the training's model FLOPs utilization: 6 x parameters x tokens/s
@@ -105,7 +108,7 @@ def run_plain(cfg: dict) -> dict:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": time.perf_counter() - started}
 
 
-def run_platform(cfg: dict, model_dir: Path, dataset: Path, root: Path) -> dict:
+def run_platform(cfg: dict, model_dir: Path, dataset: Path, root: Path, share_prompt_prefix: bool) -> dict:
     from dagster import AssetKey, AssetMaterialization, AssetSpec, DagsterInstance, materialize
 
     from ft_assets.training.assets import sft_adapter
@@ -123,7 +126,8 @@ def run_platform(cfg: dict, model_dir: Path, dataset: Path, root: Path) -> dict:
         resources={"artifact_store": ArtifactStore(root=str(root)), "io_manager": ArtifactIOManager(),
                    "training_compute": TrainingCompute(mlflow_tracking_uri=f"sqlite:///{root}/mlflow.db",
                                                        precision=cfg["precision"], num_threads=cfg["num_threads"])},
-        run_config={"ops": {"sft_adapter": {"config": {**settings, "reuse_identical": False}}}})
+        run_config={"ops": {"sft_adapter": {"config": {**settings, "reuse_identical": False,
+                                                       "share_prompt_prefix": share_prompt_prefix}}}})
     assert result.success
     metadata = instance.get_latest_materialization_event(AssetKey("sft_adapter")).asset_materialization.metadata
     return {"tokens": metadata["train_tokens"].value, "seconds": metadata["train_seconds"].value,
@@ -201,18 +205,20 @@ def main() -> None:
     cfg = {"base_model_dir": str(model_dir), "train_path": str(dataset / "train.jsonl"), "max_steps": args.steps,
            "per_device_train_batch_size": 8, "learning_rate": 1e-3, "max_length": 256, "lora_r": 16,
            "lora_alpha": 32, "precision": precision, "num_threads": threads}
-    plain, same_head, platform = [], [], []
+    plain, same_head, platform, shared = [], [], [], []
     for i in range(args.repeats):  # alternate, so drift in machine load hits every side alike
         plain.append(run_plain({**cfg, "output_dir": str(work / f"plain{i}")}))
         same_head.append(run_plain({**cfg, "output_dir": str(work / f"same_head{i}"), "labelled_positions_head": True}))
-        platform.append(run_platform(cfg, model_dir, dataset, work / f"platform{i}"))
+        platform.append(run_platform(cfg, model_dir, dataset, work / f"platform{i}", share_prompt_prefix=False))
+        shared.append(run_platform(cfg, model_dir, dataset, work / f"shared{i}", share_prompt_prefix=True))
         print(f"repeat {i + 1}: " + "; ".join(
             f"{name} {runs[-1]['tokens_per_s']:.1f} tok/s ({runs[-1]['tokens']} tokens), {runs[-1]['wall_s']:.0f}s wall"
             for name, runs in (("plain", plain), ("plain + labelled-positions head", same_head),
-                               ("platform", platform))), file=sys.stderr)
+                               ("platform", platform), ("platform, shared prefix", shared))), file=sys.stderr)
     plain_tps = statistics.median(r["tokens_per_s"] for r in plain)
     same_head_tps = statistics.median(r["tokens_per_s"] for r in same_head)
     platform_tps = statistics.median(r["tokens_per_s"] for r in platform)
+    shared_tps = statistics.median(r["tokens_per_s"] for r in shared)
     fp32_rate = matmul_flops_per_s("fp32", threads)
     peak = matmul_flops_per_s("bf16", threads) if precision == "bf16" else fp32_rate
     params = parameter_count(model_dir)
@@ -233,6 +239,10 @@ def main() -> None:
                       # The overhead: the platform against plain trl doing the same compute.
                       "ratio": round(platform_tps / same_head_tps, 3),
                       "ratio_vs_stock_trl": round(platform_tps / plain_tps, 3),
+                      # The default config: each batch's shared prompt prefix runs once (same loss, less work).
+                      "platform_shared_prefix_tokens_per_s": round(shared_tps, 1),
+                      "shared_prefix_speedup": round(shared_tps / platform_tps, 3),
+                      "shared_prefix_vs_stock_trl": round(shared_tps / plain_tps, 3),
                       "plain_wall_s": round(statistics.median(r["wall_s"] for r in plain), 1),
                       "platform_wall_s": round(statistics.median(r["wall_s"] for r in platform), 1)}))
 
