@@ -151,10 +151,10 @@ def matmul_flops_per_s(dtype_name: str, threads: int, size: int = 1024, seconds:
 
 
 def generation_rate(model_dir: Path, train_path: Path, threads: int, rows: int = 64) -> dict:
-    """Eval generation as ``eval_report`` runs it (``evaluate.generate``: greedy, batch 32, left-padded, the
-    longest reference + 8 new tokens) on ``rows`` examples: the positions the model ran per second (each batch's
-    width x rows, padding and rows already finished included: that is the work done) and their forward FLOPs
-    (2 x parameters per position)."""
+    """Eval generation as ``eval_report`` runs it (``evaluate.generate``: greedy, batch 32, the prompts' shared
+    prefix run once, the longest reference + 8 new tokens) on ``rows`` examples: the positions the model ran per
+    second (the prefix once, then each batch's width past it x rows, padding and rows already finished included:
+    that is the work done) and their forward FLOPs (2 x parameters per position)."""
     import torch
 
     from ft_assets.evaluation.evaluate import GenerationSettings, generate, load_variant, reference_token_budget
@@ -166,16 +166,19 @@ def generation_rate(model_dir: Path, train_path: Path, threads: int, rows: int =
     shapes, original = [], model.generate
 
     def counted(**kwargs):  # the batch's prompt width and the generated width, as the model ran them
+        cached = kwargs["cache"].get_seq_length() if kwargs.get("cache") is not None else 0  # the shared prefix
         out = original(**kwargs)
-        shapes.append((out.shape[0], kwargs["input_ids"].shape[1], out.shape[1] - kwargs["input_ids"].shape[1]))
+        width = kwargs["input_ids"].shape[1]
+        shapes.append((out.shape[0], width - cached, out.shape[1] - width, cached))
         return out
 
     model.generate = counted
     started = time.perf_counter()
     generate(model, tokenizer, examples, settings)
     seconds = time.perf_counter() - started
-    prompt_positions = sum(b * w for b, w, _ in shapes)
-    decoded_positions = sum(b * n for b, _, n in shapes)
+    # Each batch's own prompt positions, plus the shared prefix, which ran once (batch 1) before them.
+    prompt_positions = sum(b * w for b, w, _, _ in shapes) + max((c for *_, c in shapes), default=0)
+    decoded_positions = sum(b * n for b, _, n, _ in shapes)
     positions = prompt_positions + decoded_positions
     return {"rows": len(examples), "max_new_tokens": settings.max_new_tokens, "prompt_positions": prompt_positions,
             "decoded_positions": decoded_positions, "seconds": round(seconds, 2),
