@@ -55,7 +55,8 @@ def test_sharing_the_prefix_keeps_loss_and_gradients(scratch_model_dir):
     assert prefix >= 8
     plain_loss, plain_grads = _loss_and_grads(model, batch)
 
-    assert share_batch_prefix(model) and share_batch_prefix(model)  # idempotent
+    stats = share_batch_prefix(model)
+    assert share_batch_prefix(model) is stats  # idempotent: one wrapper
     seen = []
     embed = backbone_of(model).get_input_embeddings()
     hook = embed.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
@@ -63,6 +64,7 @@ def test_sharing_the_prefix_keeps_loss_and_gradients(scratch_model_dir):
     hook.remove()
     rows, width = batch["input_ids"].shape
     assert seen == [(1, prefix), (rows, width - prefix)]  # the prefix ran once, then each row's own tokens
+    assert stats == {"forward_passes": 1, "shared": 1, "prefix_tokens": prefix}
     assert abs(shared_loss - plain_loss) < 1e-5 * abs(plain_loss)
     assert plain_grads.keys() == shared_grads.keys() and plain_grads
     for name, grad in plain_grads.items():

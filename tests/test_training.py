@@ -30,6 +30,9 @@ def test_train_sft_learns_and_streams_metrics(scratch_model_dir, tmp_path):
     assert [r["step"] for r in logged] == list(range(1, 7))
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in logged)
     assert summary["steps"] == 6 and summary["examples"] == 32
+    # Every row starts with the task's system prompt: each of the 6 training batches ran it once.
+    sharing = summary["prompt_prefix"]
+    assert sharing["shared_prefix"] == sharing["forward_passes"] == 6 and sharing["mean_prefix_tokens"] >= 8
     assert summary["final_loss"] < summary["first_loss"]
     weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]

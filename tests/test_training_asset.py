@@ -96,6 +96,9 @@ def test_killed_worker_resumes_from_its_last_checkpoint(instance_with_inputs):
     assert "| tokens per s |" in metadata["summary"].value and "| resumed from step |" in metadata["summary"].value
     assert len(metadata["config_hash"].value) == 16 and metadata["seed"].value == 0
     assert metadata["library_versions"].value["trl"] and metadata["library_versions"].value["peft"]
+    # Every batch starts with the system prompt: each step the resumed worker ran shared it, and says so.
+    sharing = metadata["prompt_prefix"].value
+    assert sharing["shared_prefix"] == sharing["forward_passes"] == 60 - resumed_from
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=metadata["mlflow_tracking_uri"].value)

@@ -103,7 +103,13 @@ def sft_adapter(context: AssetExecutionContext, config: SftAdapterConfig, base_m
         **({"eval_history": MetadataValue.json(evals)} if evals else {}),
         kept=MetadataValue.json(summary.get("kept", {})),
         label_mask=MetadataValue.json(summary.get("label_mask", {})),
+        prompt_prefix=_prompt_prefix_metadata(summary.get("prompt_prefix")),
         library_versions=MetadataValue.json(versions),
         **({"hyperparameters_from": MetadataValue.json(study)} if study else {}),
         **mlflow,
     )
+
+
+def _prompt_prefix_metadata(sharing: dict | str | None) -> MetadataValue:
+    """How many forward passes ran their batch's shared prompt prefix once, or why none did."""
+    return MetadataValue.json(sharing) if isinstance(sharing, dict) else MetadataValue.text(str(sharing or "unknown"))

@@ -39,15 +39,19 @@ def backbone_of(model):
     return getattr(inner, "base_model", inner)
 
 
-def share_batch_prefix(model) -> bool:
-    """Wrap ``model``'s backbone so a batch's shared prefix runs once; whether it was wrapped (or already was)."""
+def share_batch_prefix(model) -> dict:
+    """Wrap ``model``'s backbone so a batch's shared prefix runs once (idempotent). Returns the wrapper's counters,
+    updated as it runs: ``forward_passes``, ``shared`` (those that ran a shared prefix) and ``prefix_tokens``
+    (summed over the shared ones), so a summary can say what happened, not what was intended."""
     backbone = backbone_of(model)
     if getattr(backbone.forward, "shares_batch_prefix", False):
-        return True
+        return backbone.forward.stats
     original = backbone.forward
+    stats = {"forward_passes": 0, "shared": 0, "prefix_tokens": 0}
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
+        stats["forward_passes"] += 1
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if (args or input_ids is None or input_ids.shape[0] < 2 or kwargs.get("inputs_embeds") is not None
                 or any(kwargs.get(k) is not None for k in ("cache", "past_key_values", "cache_position"))
@@ -58,11 +62,14 @@ def share_batch_prefix(model) -> bool:
         prefix = shared_prefix_length(input_ids, mask)
         if prefix < MIN_PREFIX_TOKENS or (mask is not None and mask.dim() != 2):
             return original(**kwargs)
+        stats["shared"] += 1
+        stats["prefix_tokens"] += prefix
         return _forward_with_shared_prefix(original, input_ids, mask, prefix, kwargs)
 
     forward.shares_batch_prefix = True
+    forward.stats = stats
     backbone.forward = forward
-    return True
+    return stats
 
 
 def _forward_with_shared_prefix(original, input_ids, mask, prefix: int, kwargs: dict):

@@ -81,8 +81,9 @@ def _gate_label_mask(trainer, tokenizer, rows: list[dict], params: SFTParams) ->
             "max_trained_share": round(report.max_trained_share, 4)}
 
 
-def _share_prompt_prefix(trainer, params: SFTParams) -> str:
-    """Wrap the model so each batch's shared prefix runs once (``prefix_sharing``); what was decided, and why."""
+def _share_prompt_prefix(trainer, params: SFTParams) -> dict | str:
+    """Wrap the model so each batch's shared prefix runs once (``prefix_sharing``): its live counters, or why
+    not."""
     from ft_assets.training.prefix_sharing import share_batch_prefix
 
     off = [reason for reason, applies in (
@@ -91,10 +92,15 @@ def _share_prompt_prefix(trainer, params: SFTParams) -> str:
         ("packed rows hold several examples", params.packing),
         ("sharded engines (DeepSpeed, FSDP) run the model themselves", bool(params.deepspeed or params.fsdp)),
     ) if applies]
-    if off:
-        return "run whole per row: " + off[0]
-    share_batch_prefix(trainer.model)
-    return "shared per batch"
+    return "run whole per row: " + off[0] if off else share_batch_prefix(trainer.model)
+
+
+def _prefix_summary(sharing: dict | str) -> dict | str:
+    if isinstance(sharing, str):
+        return sharing
+    shared = sharing["shared"]
+    return {"forward_passes": sharing["forward_passes"], "shared_prefix": shared,
+            "mean_prefix_tokens": round(sharing["prefix_tokens"] / shared, 1) if shared else 0.0}
 
 
 def _chat_rows(path: str, limit: int | None = None) -> list[dict]:
@@ -178,7 +184,7 @@ def train_sft(params: SFTParams, on_log: Callable[[dict], None] = lambda _: None
         "eval_examples": len(eval_rows),
         "label_mask": mask,
         "lm_head_positions": "labelled only" if compact_head else "all",
-        "prompt_prefix": prefix_sharing,
+        "prompt_prefix": _prefix_summary(prefix_sharing),
         "kept": kept_checkpoint(trainer, params.keep, evaluating, params.early_stopping_patience),
         "params": core.params_for_summary(params),
         **({"hpo_trial": reporting[0].outcome} if reporting else {}),
