@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 
 MIN_PREFIX_TOKENS = 8
-# Set here for the two calls; a caller's value for any of them (``None`` aside) means "run the original".
+# Set by this module for its two calls (a caller's cache, past_key_values or cache_position sends the call to the
+# original forward instead; its mask and position ids are used).
 OWN_ARGUMENTS = ("input_ids", "attention_mask", "position_ids", "use_cache", "cache", "past_key_values",
                  "cache_position")
 
