@@ -85,8 +85,14 @@ def split_records(records: pd.DataFrame, eval_fraction: float = 0.12, salt: str 
 def assign_split(row: dict, eval_fraction: float = 0.12, salt: str = "", system_prompts: dict[str, str] | None = None,
                  every_assistant_turn: bool = True) -> tuple[str, list[dict]]:
     """("eval" or "train", the record's examples on that side): one row of ``split_records``."""
-    if is_eval(row["prompt"], row["completion"], eval_fraction, salt, row.get("history") or ""):
-        return "eval", [to_chat_example(row, system_prompts)]
-    if every_assistant_turn:
-        return "train", turn_examples(row, system_prompts)
-    return "train", [to_chat_example(row, system_prompts)]
+    side = "eval" if is_eval(row["prompt"], row["completion"], eval_fraction, salt, row.get("history") or "") \
+        else "train"
+    return side, side_examples(row, side, system_prompts, every_assistant_turn)
+
+
+def side_examples(row: dict, side: str, system_prompts: dict[str, str] | None = None,
+                  every_assistant_turn: bool = True) -> list[dict]:
+    """The record's examples on ``side`` (``is_eval`` decided it): eval scores the final reply only."""
+    if side == "eval" or not every_assistant_turn:
+        return [to_chat_example(row, system_prompts)]
+    return turn_examples(row, system_prompts)

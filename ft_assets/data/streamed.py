@@ -22,7 +22,7 @@ from ft_assets.data.decontam import Decontaminator
 from ft_assets.data.ingest import ingest_drops
 from ft_assets.data.pipeline import MIN_REFERENCE_WORDS, _accounted
 from ft_assets.data.records import quarantine_frame
-from ft_assets.data.split import assign_split, is_eval, source_record_id, to_chat_example
+from ft_assets.data.split import is_eval, side_examples, source_record_id, to_chat_example
 from ft_assets.data.streaming import BATCH_ROWS, RecordsWriter, data_workers, ordered_map, record_batches, record_rows
 
 SAMPLE_PER_REASON = 3
@@ -107,22 +107,27 @@ def split_to_artifact(source: Path, directory: Path, eval_fraction: float = 0.12
                       every_assistant_turn: bool = True, batch_rows: int = BATCH_ROWS) -> SplitSummary:
     """``split_stage`` from the record artifact ``source`` to ``directory``'s train / eval / decontaminated files.
 
-    Pass 1 writes eval and keeps the eval prompts (the decontamination references); pass 2 builds each
-    batch's train examples, removes those sharing an n-gram with a reference, and writes the rest.
+    Pass 1 writes eval, keeps the eval prompts (the decontamination references) and notes each row's side (a
+    byte a row: the content hash is most of this stage's work, so it runs once); pass 2 builds each batch's train
+    examples, removes those sharing an n-gram with a reference, and writes the rest.
     """
     references: list[tuple[str, str]] = []
     n_eval = preference = 0
+    in_train = bytearray()  # one per row, in the artifact's order (both passes read it the same way)
     with files.examples_path(directory, "eval").open("w", encoding="utf-8") as out:
         for rows in _rows(source, batch_rows):
             for row in rows:
+                train_row = row["kind"] == "sft"
                 if row["kind"] == "preference":
                     preference += 1
-                elif row["kind"] == "sft" and is_eval(row["prompt"], row["completion"], eval_fraction, salt,
-                                                      row.get("history") or ""):
+                elif train_row and is_eval(row["prompt"], row["completion"], eval_fraction, salt,
+                                           row.get("history") or ""):
+                    train_row = False
                     example = to_chat_example(row, system_prompts)
                     out.write(json.dumps(example, ensure_ascii=False) + "\n")
                     references.append((example["prompt"][-1]["content"], f"eval:{example['record_id']}"))
                     n_eval += 1
+                in_train.append(train_row)
     if benchmark_files:
         bench = ingest_drops([Path(f) for f in benchmark_files]).records
         references += [(p, f"benchmark:{rid}") for p, rid in zip(bench["prompt"], bench["record_id"], strict=True)
@@ -132,14 +137,13 @@ def split_to_artifact(source: Path, directory: Path, eval_fraction: float = 0.12
     train_ids: set[str] = set()
     with (files.examples_path(directory, "train").open("w", encoding="utf-8") as train_out,
           files.examples_path(directory, "decontaminated").open("w", encoding="utf-8") as removed_out):
+        position = 0
         for rows in _rows(source, batch_rows):
             train = []
             for row in rows:
-                if row["kind"] != "sft":
-                    continue
-                side, examples = assign_split(row, eval_fraction, salt, system_prompts, every_assistant_turn)
-                if side == "train":
-                    train += examples
+                if in_train[position]:
+                    train += side_examples(row, "train", system_prompts, every_assistant_turn)
+                position += 1
             train_ids.update(source_record_id(r) for r in train)
             hits = index.find([r["prompt"][-1]["content"] for r in train])
             removed = [{**train[i], "matched_ngram": gram, "matched": references[j][1]} for i, j, gram in hits]
@@ -152,6 +156,8 @@ def split_to_artifact(source: Path, directory: Path, eval_fraction: float = 0.12
             removed_out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in removed)
             summary.decontaminated += len(removed)
             summary.decontaminated_sample += removed[: 5 - len(summary.decontaminated_sample)]
+    if position != len(in_train):  # the two passes must see the same rows
+        raise RuntimeError(f"{source} changed while it was split: {len(in_train)} rows, then {position}")
     summary.train_records = len(train_ids)
     _accounted("split", record_rows([source]), train=summary.train_records, eval=n_eval, preference=preference)
     return summary
