@@ -218,7 +218,10 @@ def _has_digit(text: str) -> bool:
 def _may_match(kind: str, text: str, folded: str, has_digit: bool) -> bool:
     needles = _NEEDLES.get(kind)
     if needles is not None:
-        return any(n in folded for n in needles)
+        for needle in needles:  # a loop, not any(generator): this runs for every text and kind
+            if needle in folded:
+                return True
+        return False
     return has_digit and bool(_HINTS[kind].search(text))
 
 

@@ -7,10 +7,13 @@ pre-flight command and tests can run them too.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from ft_assets.data.clean import redact_pii
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -52,21 +55,29 @@ class SuiteResult:
 
 def pii_kinds(text: str) -> str:
     """The kinds of PII the cleaning stage would still redact in ``text`` ('' when none)."""
-    from collections import Counter
+    return ",".join(sorted(_pii_found(text)))
 
-    from ft_assets.data.clean import redact_pii
 
+def _pii_found(text: str) -> set[str]:
     counts: Counter = Counter()
     redact_pii(text, counts)
-    return ",".join(sorted(k for k, n in counts.items() if n))
+    return {k for k, n in counts.items() if n}
 
 
 def with_pii_column(frame: pd.DataFrame, columns: tuple[str, ...] = ("prompt", "completion")) -> pd.DataFrame:
     """A copy of ``frame`` with ``pii_left``: the PII kinds found in any of ``columns`` per row."""
     present = [c for c in columns if c in frame.columns]
+
+    def kinds_of(values: tuple) -> str:
+        found: set[str] = set()
+        for value in values:
+            if value is not None and value != "":  # most rows leave system / chosen / rejected empty
+                found |= _pii_found(str(value))
+        return ",".join(sorted(found))
+
     # Columns zipped, not iterrows(): iterrows builds a Series per row, slower than the PII scan itself.
-    kinds = [",".join(sorted({k for value in values for k in pii_kinds(str(value)).split(",") if k}))
-             for values in zip(*(frame[c] for c in present), strict=True)] if present else [""] * len(frame)
+    kinds = [kinds_of(values) for values in zip(*(frame[c] for c in present), strict=True)] if present \
+        else [""] * len(frame)
     return frame.assign(pii_left=pd.Series(kinds, index=frame.index, dtype=object))
 
 
