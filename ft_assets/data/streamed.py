@@ -23,7 +23,15 @@ from ft_assets.data.ingest import ingest_drops
 from ft_assets.data.pipeline import MIN_REFERENCE_WORDS, _accounted
 from ft_assets.data.records import quarantine_frame
 from ft_assets.data.split import is_eval, side_examples, source_record_id, to_chat_example
-from ft_assets.data.streaming import BATCH_ROWS, RecordsWriter, data_workers, ordered_map, record_batches, record_rows
+from ft_assets.data.streaming import (
+    BATCH_ROWS,
+    RecordsWriter,
+    data_workers,
+    ordered_map,
+    record_batches,
+    record_dicts,
+    record_rows,
+)
 
 SAMPLE_PER_REASON = 3
 
@@ -98,8 +106,7 @@ _SPLIT_COLUMNS = ["record_id", "kind", "prompt", "completion", "system", "histor
 
 
 def _rows(source: Path, batch_rows: int):
-    for batch in record_batches(source, batch_rows, _SPLIT_COLUMNS):
-        yield batch.to_dict("records")
+    return record_dicts(source, batch_rows, _SPLIT_COLUMNS)
 
 
 def split_to_artifact(source: Path, directory: Path, eval_fraction: float = 0.12, salt: str = "", ngram: int = 13,
