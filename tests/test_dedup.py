@@ -169,3 +169,22 @@ def test_every_assistant_turn_is_a_completion_and_a_chat_stays_on_one_side(tmp_p
     assert all(len(e["prompt"]) == 3 for e in evaluation)  # eval scores the final reply only
     only_last, _ = split_records(records, eval_fraction=0.4, system_prompts={}, every_assistant_turn=False)
     assert len(only_last) == len(train_ids)
+
+
+def test_prose_fast_path_for_ascii_matches_the_pattern_on_every_ascii_character() -> None:
+    """The ASCII translate table must do exactly what the \\w pattern does, or keys (and dedup) change."""
+    import random
+    import re
+
+    from ft_assets.data import dedup
+    from ft_assets.data.records import history_turns
+
+    pattern = re.compile(r"[^\w]+")
+    rnd = random.Random(7)
+    alphabet = [chr(c) for c in range(128)]
+    texts = ["".join(alphabet), "Hello,  WORLD!! a_b-c\td\ne", "SELECT x FROM t WHERE a >= 5;", ""] + [
+        "".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 60))) for _ in range(2000)]
+    for text in texts + ["café naïve — ß İ"]:  # the last takes the pattern (not ASCII)
+        assert dedup._prose(text) == " ".join(pattern.sub(" ", text.casefold()).split()), repr(text)
+    assert history_turns("") == history_turns("[]") == history_turns(None) == []
+    assert history_turns('[{"role": "user", "content": "hi"}]') == [{"role": "user", "content": "hi"}]

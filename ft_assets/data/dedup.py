@@ -10,17 +10,24 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ft_assets.data.records import history_turns
+
 _NON_WORD = re.compile(r"[^\w]+")
+# On ASCII text \w is [A-Za-z0-9_]: a translate table does the pattern's work at C speed.
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
 
 
 def _prose(text: str) -> str:
-    return " ".join(_NON_WORD.sub(" ", text.casefold()).split())
+    folded = text.casefold()
+    if folded.isascii():
+        return " ".join(folded.translate(_ASCII_NON_WORD).split())
+    return " ".join(_NON_WORD.sub(" ", folded).split())
 
 
 def _history_norm(history: str) -> str:
     """The turns before the final prompt, normalized like the prompt; "" for a single-turn example."""
     try:
-        turns = json.loads(history or "[]")
+        turns = history_turns(history)
     except json.JSONDecodeError:
         return history  # malformed history never reaches here (clean quarantines it); keep it distinct anyway
     return "\x1d".join(f"{t.get('role', '')}:{_prose(str(t.get('content', '')))}" for t in turns

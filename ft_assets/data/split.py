@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pandas as pd
 
 from ft_assets.data.dedup import dedup_key
+from ft_assets.data.records import history_turns
 from ft_assets.data.text_to_sql import DB_ID, SCHEMA_SUMMARY
 
 # The system prompt per database: the model sees the schema it must query.
@@ -33,7 +33,7 @@ def to_chat_example(row: dict, system_prompts: dict[str, str] | None = None) -> 
     database, else the record's own system prompt, else none; earlier turns of a chat come before the
     last user turn.
     """
-    history = json.loads(row.get("history") or "[]")
+    history = history_turns(row.get("history"))
     return {
         "record_id": row["record_id"],
         "db_id": row.get("db_id", ""),
@@ -48,7 +48,7 @@ def turn_examples(row: dict, system_prompts: dict[str, str] | None = None) -> li
     trl's completion-only loss trains the ``completion`` alone, so an earlier reply of a chat is
     trained only as the completion of its own example (record id ``<record_id>#<turn index>``).
     """
-    history = json.loads(row.get("history") or "[]")
+    history = history_turns(row.get("history"))
     system = _system_turn(row, system_prompts)
     examples = [
         {"record_id": f"{row['record_id']}#{i}", "db_id": row.get("db_id", ""),
