@@ -24,14 +24,6 @@ KINDS = ("sft", "preference")
 # What a column holds when a row (or an older artifact) does not carry it.
 RECORD_DEFAULTS = {"kind": "sft", "history": "[]", "line_no": 0}
 
-
-def history_turns(history: str | None) -> list:
-    """A record's ``history`` column parsed (raises json.JSONDecodeError when malformed); most records are single
-    turn ("" or "[]"), and skipping the JSON parser for those is a tenth of the split stage at 1M rows."""
-    if not history or history == "[]":
-        return []
-    return json.loads(history)
-
 RAW_PREVIEW_CHARS = 500
 
 
@@ -96,3 +88,11 @@ def example_rows(frame: pd.DataFrame, record_ids: list[str], n: int = 3, chars: 
     columns = [c for c in EXAMPLE_COLUMNS if c in rows.columns]
     return [{c: (str(v)[:chars] if isinstance(v, str) else v) for c, v in r.items()}
             for r in rows[columns].to_dict("records")]
+
+
+def history_turns(history: str | None) -> list:
+    """A record's ``history`` column parsed (raises json.JSONDecodeError when malformed); most records are single
+    turn ("" or "[]"), and skipping the JSON parser for those is a tenth of the split stage at 1M rows."""
+    if not history or history == "[]":
+        return []
+    return json.loads(history)
