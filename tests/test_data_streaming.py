@@ -248,3 +248,33 @@ def test_streamed_dedup_writes_what_the_in_memory_stage_writes(dup_clean, tmp_pa
     for method in ("exact", "near"):
         named = expected.duplicates.loc[expected.duplicates["method"] == method, "duplicate_of"].head(5)
         assert {r: sample[r] for r in named} == {r: prompts[r] for r in named}
+
+
+LEAVE_EARLY = """
+import signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # what Dagster leaves in a process started with SIGINT ignored
+from ft_assets.data.streaming import ordered_map
+items = ordered_map(abs, range(1000), workers=2)
+next(items)
+items.close()  # leaving early: the pool terminates its workers (SIGTERM) and waits for them
+print("left")
+"""
+
+
+def test_leaving_an_ordered_map_early_ends_its_workers_even_where_sigterm_is_ignored():
+    """A stage that stops reading (dedup's out-of-order fallback) must not wait forever on its pool's workers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-c", LEAVE_EARLY], cwd=repo, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        out, _ = child.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # the workers too: they ignore SIGTERM
+        child.communicate()
+        pytest.fail("leaving ordered_map early hung: its workers ignored SIGTERM")
+    assert child.returncode == 0 and "left" in out

@@ -42,7 +42,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> I
         yield from map(fn, items)
         return
     # forkserver, not fork: a Dagster step process has threads, and a forked child can inherit a held lock.
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+    pool = multiprocessing.get_context("forkserver").Pool(workers)
+    try:
         pending: deque = deque()
         for item in items:
             pending.append(pool.apply_async(fn, (item,)))
@@ -50,6 +51,12 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> I
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+    finally:
+        # Left early too (a stage that stops reading, an error): the workers finish the few calls in flight and
+        # exit. Not Pool.terminate(): it ends workers with SIGTERM and waits for them, and a Dagster process
+        # started with SIGINT ignored (nohup, `&`) maps SIGTERM to that, so its workers ignore it: a wait forever.
+        pool.close()
+        pool.join()
 
 
 def record_rows(directories: Iterable[Path]) -> int:
