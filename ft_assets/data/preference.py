@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ft_assets.data.records import RAW_PREVIEW_CHARS
+from ft_assets.data.records import RAW_PREVIEW_CHARS, history_turns
 from ft_assets.data.split import SYSTEM_PROMPTS, is_eval
 
 STAGE = "preference_dataset"
@@ -49,7 +49,7 @@ def _norm(text: str) -> str:
 def _history(row: dict) -> tuple[list[dict], str | None]:
     """The turns before the final user message, or a reason they cannot be used."""
     try:
-        turns = json.loads(row.get("history") or "[]")
+        turns = history_turns(row.get("history"))
     except json.JSONDecodeError as exc:
         return [], f"malformed history: {exc.msg}"
     if not isinstance(turns, list) or not all(
@@ -98,7 +98,7 @@ def to_preference_example(row: dict) -> dict:
 
 def context_text(row: dict) -> str:
     """The dialogue a pair answers (history + final prompt): what the split hashes on."""
-    history = json.loads(row.get("history") or "[]")
+    history = history_turns(row.get("history"))
     return "\n".join([t["content"] for t in history] + [row["prompt"]])
 
 

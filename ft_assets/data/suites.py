@@ -53,12 +53,8 @@ class SuiteResult:
         return "\n".join(lines)
 
 
-def pii_kinds(text: str) -> str:
-    """The kinds of PII the cleaning stage would still redact in ``text`` ('' when none)."""
-    return ",".join(sorted(_pii_found(text)))
-
-
 def _pii_found(text: str) -> set[str]:
+    """The kinds of PII the cleaning stage would still redact in ``text``."""
     counts: Counter = Counter()
     redact_pii(text, counts)
     return {k for k, n in counts.items() if n}

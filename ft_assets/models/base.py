@@ -58,7 +58,6 @@ def from_gguf(gguf_path: Path, out_dir: Path, cache_dir: str | Path | None = Non
     kept there under that key and a later call (any instance, any ``FTOPS_HOME``) copies it instead. The info
     returned says whether it came from the cache.
     """
-
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise FileNotFoundError(
